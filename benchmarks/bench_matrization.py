@@ -30,17 +30,19 @@ for name, conv in convs:
             sv = torch.linalg.svdvals(A.permute(2, 3, 0, 1)).flatten()     # m^2 matrices d x c
             sv = sv.sort(descending=True).values
     dt = time.perf_counter() - t0
-    rows.append(dict(layer=name, shape=list(conv.weight.shape), m=m, n=sv.numel(), seconds=dt,
-                     top=sv[:3].tolist(), sum=float(sv.double().sum())))
+    print(json.dumps(dict(layer=name, shape=list(conv.weight.shape), m=m, n=sv.numel(), seconds=dt,
+                          top=sv[:3].tolist(), sum=float(sv.double().sum()))), flush=True)
+    print(f'{method} {name} {dt:.2f}s', file=sys.stderr, flush=True)
     del sv
-print(json.dumps(dict(rows=rows, maxrss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20)))
+print(json.dumps(dict(maxrss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20)))
 '''
 
 
 def run(method, threads, nlayers):
     out = subprocess.run([sys.executable, '-c', CHILD, method, str(threads), str(nlayers)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                         stdout=subprocess.PIPE, text=True, check=True)
+    lines = [json.loads(l) for l in out.stdout.strip().splitlines()]
+    return dict(rows=lines[:-1], maxrss_gb=lines[-1]['maxrss_gb'])
 
 
 def main():
