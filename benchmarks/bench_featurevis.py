@@ -7,7 +7,9 @@ transforms, ImageNet normalisation, Adam lr 0.05, one thread. Lucent runs (a) wi
 sees 128 px) and (b) with its default, which silently upsamples every image below 224 px to 224 px. convsvd runs
 (c) with `preprocess=dict(mean, std, size=128)`, the same 128 px network input as (a), and (d) with no resize
 (Lucid's transforms grow the 128 px image to 140 px). Then k singular vectors of the same layer rendered in one
-batched optimisation against k separate renders, on VGG16 and on the default digits model.
+batched optimisation (with visualize's default chunking, and with the whole batch in one pass) against k separate
+renders, on VGG16 and on the default digits model, with 1 and 2 threads: medians of alternating repeats, wall clock
+and minor page faults (the cost of a batch whose activations glibc hands back to the OS at every step).
 
 Requirements (the `bench` extra): torch-lucent==0.1.8 installed with --no-deps, kornia==0.4.1 (--no-deps; it imports
 and runs unchanged on torch 2.x, no shim needed), decorator (Lucent's objectives), plus Lucent's imports that are
@@ -15,8 +17,9 @@ already convsvd requirements (numpy, torch, torchvision, tqdm, pillow, scikit-le
 
     python benchmarks/bench_featurevis.py                 # 256 steps, as specified
     python benchmarks/bench_featurevis.py --steps 64      # shorter run, same per-step settings
+    python benchmarks/bench_featurevis.py --batch-only    # only batched against separate renders
 """
-import argparse, copy, platform, statistics, time, warnings
+import argparse, copy, platform, resource, statistics, time, warnings
 
 import numpy as np
 import torch
@@ -60,17 +63,33 @@ def ours_render(model, steps, size, layer='features.14'):
     return (time.perf_counter() - t, time.process_time() - c), r.images, r.settings['network_input']
 
 
-def batched_vs_separate(model, layer, k, steps, **kw):
-    c = time.process_time()
-    r = visualize(model, singular_vector(layer, list(range(k))), steps=steps, progress=False, **kw)
-    batched = time.process_time() - c
-    c = time.process_time()
-    sep = [visualize(model, singular_vector(layer, i), steps=steps, progress=False, **kw) for i in range(k)]
-    separate = time.process_time() - c
+def timed(fn):
+    "(wall s, CPU s, minor page faults) of fn()."
+    f, t, c = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter(), time.process_time()
+    out = fn()
+    return (time.perf_counter() - t, time.process_time() - c, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f), out
+
+
+def batched_vs_separate(model, layer, k, steps, repeats, **kw):
+    """One batched render of k singular vectors (default chunking, and the whole batch in one pass) against k separate
+    renders, alternating; returns the median (wall, CPU, faults) of each, the chunk used, and the mean final objectives."""
     obj = singular_vector(layer, list(range(k)))
-    vb = objective_values(model, obj, r.images, preprocess=kw.get('preprocess'))
-    vs = objective_values(model, obj, torch.cat([s.images for s in sep]), preprocess=kw.get('preprocess'))
-    return batched, separate, vb, vs
+    runs = {'batched': [], 'whole': [], 'separate': []}
+    for _ in range(repeats):
+        dt, r = timed(lambda: visualize(model, obj, steps=steps, progress=False, **kw)); runs['batched'].append(dt)
+        dt, _ = timed(lambda: visualize(model, obj, steps=steps, progress=False, chunk=k, **kw)); runs['whole'].append(dt)
+        dt, sep = timed(lambda: [visualize(model, singular_vector(layer, i), steps=steps, progress=False, **kw) for i in range(k)])
+        runs['separate'].append(dt)
+    med = {n: tuple(statistics.median(d[j] for d in v) for j in range(3)) for n, v in runs.items()}
+    vb = objective_values(model, obj, r.images, preprocess=kw.get('preprocess')).mean()
+    vs = objective_values(model, obj, torch.cat([s.images for s in sep]), preprocess=kw.get('preprocess')).mean()
+    return med, r.settings['chunk'], vb, vs
+
+
+def batch_rows(label, med, chunk, k, steps, threads, vb, vs):
+    b, w, s = med['batched'], med['whole'], med['separate']
+    print(f"| {label} | {threads} | {k} | {steps} | {chunk} | {b[0]:.2f} ({b[2] / 1e3:.0f}k faults) | {w[0]:.2f} ({w[2] / 1e3:.0f}k faults) | {s[0]:.2f} | "
+          f"**{s[0] / b[0]:.2f}x** | {s[0] / w[0]:.2f}x | {vb:.4g} / {vs:.4g} |", flush=True)
 
 
 def main():
@@ -79,7 +98,9 @@ def main():
     ap.add_argument('--repeats', type=int, default=1, help='alternating repeats; the median time is reported')
     ap.add_argument('--batch-only', action='store_true', help='only the batched-versus-separate comparison')
     ap.add_argument('--k', type=int, default=4, help='singular vectors in the batched render (VGG16)')
-    ap.add_argument('--batch-steps', type=int, default=64, help='steps of the batched-versus-separate comparison')
+    ap.add_argument('--batch-steps', type=int, default=32, help='steps of the batched-versus-separate comparison (VGG16)')
+    ap.add_argument('--batch-repeats', type=int, default=5, help='alternating repeats of the batched-versus-separate comparison')
+    ap.add_argument('--batch-threads', type=int, nargs='+', default=[1, 2], help='torch threads for the batched-versus-separate comparison')
     ap.add_argument('--skip-224', action='store_true', help="skip Lucent's default 224 px run (the slowest)")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -122,15 +143,17 @@ def main():
         print(f"\nLucent left {leaked} forward hooks on the model after one render_vis call; convsvd leaves none "
               f"({sum(len(m._forward_hooks) for m in vgg.modules())}).")
 
-    print(f"\n| model, layer | k | steps | one batched render (CPU s) | k separate renders (CPU s) | speed-up | objective batched / separate (mean) |")
-    print("|---|---|---|---|---|---|---|")
-    b, s, vb, vs = batched_vs_separate(vgg, 'features.14', a.k, a.batch_steps, image_size=128, preprocess='imagenet', seed=0)
-    print(f"| VGG16 features.14, 128 px | {a.k} | {a.batch_steps} | {b:.1f} | {s:.1f} | {s / b:.2f}x | {vb.mean():.4g} / {vs.mean():.4g} |")
+    print(f"\n| model, layer | threads | k | steps | chunk | one batched render (wall s) | whole batch in one pass (wall s) | "
+          f"k separate renders (wall s) | speed-up | whole-batch speed-up | objective batched / separate (mean) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     net = default_model()
-    b, s, vb, vs = batched_vs_separate(net, 'fc1', 8, 128, image_size=28, channels=1, seed=0)
-    print(f"| default digits model fc1, 28 px | 8 | 128 | {b:.2f} | {s:.2f} | {s / b:.2f}x | {vb.mean():.4g} / {vs.mean():.4g} |")
-    b, s, vb, vs = batched_vs_separate(net, 'conv2', 8, 128, image_size=28, channels=1, seed=0)
-    print(f"| default digits model conv2, 28 px | 8 | 128 | {b:.2f} | {s:.2f} | {s / b:.2f}x | {vb.mean():.4g} / {vs.mean():.4g} |")
+    for threads in a.batch_threads:
+        torch.set_num_threads(threads)
+        med, chunk, vb, vs = batched_vs_separate(vgg, 'features.14', a.k, a.batch_steps, a.batch_repeats, image_size=128, preprocess='imagenet', seed=0)
+        batch_rows('VGG16 features.14, 128 px', med, chunk, a.k, a.batch_steps, threads, vb, vs)
+        for layer in ('fc1', 'conv2'):
+            med, chunk, vb, vs = batched_vs_separate(net, layer, 8, 128, a.batch_repeats, image_size=28, channels=1, seed=0)
+            batch_rows(f'default digits model {layer}, 28 px', med, chunk, 8, 128, threads, vb, vs)
 
 
 if __name__ == '__main__':

@@ -22,13 +22,13 @@ from .matrization import layer_svd
 from .models import capture, linear_layers, model_device
 
 # %% auto #0
-__all__ = ['COLOR_CORRELATION_SVD_SQRT', 'COLOR_MEAN', 'IMAGENET_MEAN', 'IMAGENET_STD', 'color_decorrelation_matrix', 'fft_scale',
-           'ImageParam', 'Transform', 'Pad', 'Jitter', 'RandomScale', 'RandomRotate', 'Compose', 'standard_transforms',
-           'Term', 'SingularVectorTerm', 'SingularVectorsTerm', 'DirectionTerm', 'ChannelTerm', 'NeuronTerm',
-           'DiversityTerm', 'Objective', 'BoundObjective', 'singular_vector', 'singular_vectors', 'direction',
-           'channel', 'neuron', 'diversity', 'as_objective', 'Preprocess', 'Visualization', 'visualize',
-           'objective_values', 'plot_images', 'exemplar_images', 'plot_exemplars', 'similarity_overlay',
-           'plot_similarity']
+__all__ = ['COLOR_CORRELATION_SVD_SQRT', 'COLOR_MEAN', 'CPU_CHUNK_BYTES', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'color_decorrelation_matrix', 'fft_scale', 'ImageParam', 'Transform', 'Pad', 'Jitter', 'RandomScale',
+           'RandomRotate', 'Compose', 'standard_transforms', 'Term', 'SingularVectorTerm', 'SingularVectorsTerm',
+           'DirectionTerm', 'ChannelTerm', 'NeuronTerm', 'DiversityTerm', 'Objective', 'BoundObjective',
+           'singular_vector', 'singular_vectors', 'direction', 'channel', 'neuron', 'diversity', 'as_objective',
+           'Preprocess', 'Visualization', 'visualize', 'objective_values', 'plot_images', 'exemplar_images',
+           'plot_exemplars', 'similarity_overlay', 'plot_similarity']
 
 # %% ../nbs/05_featurevis.ipynb #800485e8
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26,  0.09,  0.02],
@@ -303,8 +303,9 @@ def _channels_first(Y:Tensor, module:nn.Module)->Tensor:
     return Y
 
 class Term:
-    "One objective term on one module; `bind` returns fn(output) -> (B,) values."
-    per_image = False
+    "One objective term on one module; `bind` returns fn(output, rows) -> one value per image of the output."
+    per_image = False  # one index (direction, weights) per image
+    couples = False    # an image's value depends on the other images of the batch
     def __init__(self, layer:str): self.layer = layer
     @property
     def batch(self)->int|None: return None
@@ -316,14 +317,14 @@ def _check_channels(Y, d, layer, what):
         raise ValueError(f"{what} has length {d} but layer {layer!r} outputs {Y.shape[1]} channels (output shape {tuple(Y.shape)})")
 
 def _dot_fn(D:Tensor, bias, module, layer:str, per_image:bool, what:str)->Callable:
-    "fn(Y) = sum over positions of D^T (Y - bias): D (d,) for every image or (d, k) one column per image."
-    def fn(Y):
+    "fn(Y, rows) = sum over positions of D^T (Y - bias): D (d,) for every image, or (d, k) with columns `rows` for Y's images."
+    def fn(Y, rows=slice(None)):
         Y = _channels_first(Y, module)
         _check_channels(Y, D.shape[0], layer, what)
         n = math.prod(Y.shape[2:])
         Ys = Y.flatten(2).sum(-1) if Y.dim() > 2 else Y
         if bias is not None: Ys = Ys - n * bias
-        return (Ys * D.T).sum(1) if per_image else Ys @ D
+        return (Ys * D[:, rows].T).sum(1) if per_image else Ys @ D
     return fn
 
 class SingularVectorTerm(Term):
@@ -413,9 +414,9 @@ class ChannelTerm(Term):
                                  f"(valid 0..{Y.shape[1] - 1})")
     def bind(self, model, device, dtype):
         module = _find_module(model, self.layer)
-        def fn(Y):
+        def fn(Y, rows=slice(None)):
             Y = _channels_first(Y, module); self._check(Y)
-            Yc = Y[torch.arange(len(Y), device=Y.device), self.index] if self.per_image else Y[:, self.index[0]]
+            Yc = Y[torch.arange(len(Y), device=Y.device), self.index[rows]] if self.per_image else Y[:, self.index[0]]
             return Yc.flatten(1).mean(1) if Yc.dim() > 1 else Yc
         return fn
     def __repr__(self): return f"channel({self.layer!r}, {self.index if self.per_image else self.index[0]})"
@@ -429,7 +430,7 @@ class NeuronTerm(ChannelTerm):
         self.x, self.y = x, y
     def bind(self, model, device, dtype):
         module = _find_module(model, self.layer)
-        def fn(Y):
+        def fn(Y, rows=slice(None)):
             Y = _channels_first(Y, module); self._check(Y)
             sp = Y.shape[2:]
             if len(sp) == 0 and (self.x is not None or self.y is not None):
@@ -441,7 +442,7 @@ class NeuronTerm(ChannelTerm):
             elif len(sp) == 1: pos = [sp[0] // 2 if self.x is None else self.x]
             for p, n, nm in zip(pos, sp, 'yx' if len(sp) == 2 else 'x'):
                 if not 0 <= p < n: raise ValueError(f"neuron position {nm}={p} is outside layer {self.layer!r}'s {n} positions (output shape {tuple(Y.shape)})")
-            Yc = Y[torch.arange(len(Y), device=Y.device), self.index] if self.per_image else Y[:, self.index[0]]
+            Yc = Y[torch.arange(len(Y), device=Y.device), self.index[rows]] if self.per_image else Y[:, self.index[0]]
             return Yc[(slice(None), *pos)]
         return fn
     def __repr__(self):
@@ -449,9 +450,10 @@ class NeuronTerm(ChannelTerm):
 
 class DiversityTerm(Term):
     "Lucid's diversity: minus the summed cosine similarity of each image's channel Gram matrix with the others'."
+    couples = True
     def bind(self, model, device, dtype):
         module = _find_module(model, self.layer)
-        def fn(Y):
+        def fn(Y, rows=slice(None)):
             Y = _channels_first(Y, module)
             Fl = Y.flatten(2) if Y.dim() > 2 else Y[:, :, None]
             G = (Fl @ Fl.transpose(1, 2)).flatten(1)
@@ -476,6 +478,11 @@ class Objective:
         "The number of images the objective assigns (one per index), or None if it applies to any batch."
         ks = {t.batch for _, t in self.terms} - {None}
         return ks.pop() if ks else None
+
+    @property
+    def couples(self)->bool:
+        "True if an image's value depends on the other images of its batch (diversity): the batch cannot be split."
+        return any(t.couples for _, t in self.terms)
 
     @property
     def layers(self)->list:
@@ -518,14 +525,18 @@ class Objective:
 class BoundObjective:
     "An objective resolved in one model: `modules` to capture, and a call acts -> (B,) values."
     def __init__(self, objective, modules, fns): self.objective, self.modules, self.fns = objective, modules, fns
-    def __call__(self, acts:dict)->Tensor:
+    def __call__(self, acts:dict,            # module name -> output
+                 rows:slice=slice(None), # which of the objective's images the outputs hold (a chunk of the batch)
+                )->Tensor:
         k = self.objective.batch
+        n = None if k is None else len(range(k)[rows])
         total = 0
         for c, layer, fn in self.fns:
             Y = acts[layer]
-            if k is not None and len(Y) != k:
-                raise ValueError(f"{self.objective!r} is defined for {k} images but the batch has {len(Y)}")
-            v = fn(Y)
+            if n is not None and len(Y) != n:
+                raise ValueError(f"{self.objective!r} is defined for {k} images but the batch has {len(Y)}"
+                                 + ('' if rows == slice(None) else f" (images {rows.start}..{rows.stop - 1} expected {n})"))
+            v = fn(Y, rows)
             total = total + (v if c == 1 else c * v)
         return total
 
@@ -596,6 +607,22 @@ def _live_outputs(modules:dict, store:dict):
         yield store
     finally:
         for h in handles: h.remove()
+
+CPU_CHUNK_BYTES = 16 * 2**20  # on CPU `visualize` runs as many images per pass as keep their activations below this
+
+def _activation_bytes(model:nn.Module, x:Tensor, store:dict, names)->int:
+    "Bytes of the distinct tensors the model's leaf modules output for `x` until every module in `names` has run."
+    kept, seen = [], set()
+    def count(module, args, out):
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, Tensor) and t.untyped_storage().data_ptr() not in seen:
+                seen.add(t.untyped_storage().data_ptr()); kept.append(t)   # kept alive, so no address is reused
+    handles = [m.register_forward_hook(count, prepend=True) for m in model.modules() if next(m.children(), None) is None]
+    try:
+        with torch.no_grad(): _run_until(model, x, store, names)
+    finally:
+        for h in handles: h.remove()
+    return sum(t.untyped_storage().nbytes() for t in kept)
 
 def _run_until(model:nn.Module, x:Tensor, store:dict, names)->dict:
     store.clear()
@@ -712,6 +739,7 @@ def visualize(model:nn.Module,            # any network; run in eval mode, left 
               steps:int=256,              # optimisation steps
               lr:float=0.05,              # Adam's learning rate
               batch:int=None,             # images optimised together; None: the objective's count of indices, else 1
+              chunk:int=None,             # images per forward/backward pass; None: the whole batch (on CPU: see the docs)
               preprocess=None,            # None, 'imagenet', (mean, std), dict(mean=, std=, size=) or a callable
               seed:int=0,                 # seeds the initial image and every random transform
               progress:bool=True,         # show a progress bar
@@ -734,11 +762,16 @@ def visualize(model:nn.Module,            # any network; run in eval mode, left 
     elif not isinstance(batch, (numbers.Integral, np.integer)) or batch < 1: raise ValueError(f"batch must be a positive int, got {batch!r}")
     elif k is not None and k != batch:
         raise ValueError(f"the objective assigns {k} images (one per index) but batch={batch}; drop batch or pass batch={k}")
+    if chunk is not None and (not isinstance(chunk, (numbers.Integral, np.integer)) or isinstance(chunk, bool) or chunk < 1):
+        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    if objective.couples and chunk is not None and chunk < batch:
+        raise ValueError(f"{objective!r} compares the images of one batch (diversity), so the batch cannot be split: "
+                         f"pass chunk=None or chunk >= batch ({batch})")
     device = model_device(model) if device is None else torch.device(device)
     dtype = _model_dtype(model)
     tf, pre = _transformer(transforms, (H, W)), _preprocessor(preprocess)
     settings = dict(image_size=(H, W), channels=channels, param=param, valid=valid, sd=sd, decay_power=decay_power,
-                    transforms=repr(tf) if transforms is not None else None, steps=steps, lr=lr, batch=batch,
+                    transforms=repr(tf) if transforms is not None else None, steps=steps, lr=lr, batch=batch, chunk=chunk,
                     preprocess=repr(pre) if preprocess is not None else None, seed=int(seed), device=str(device),
                     dtype=str(dtype), objective=repr(objective), layers=objective.layers, model=type(model).__name__)
     # autograd on, even if the caller is inside torch.no_grad() or torch.inference_mode()
@@ -755,18 +788,30 @@ def visualize(model:nn.Module,            # any network; run in eval mode, left 
             for step in tqdm(range(steps), desc='visualize', disable=not progress, leave=False):
                 opt.zero_grad(set_to_none=True)
                 x = pre(tf(img(), g))
-                if step == 0:
+                if step == 0:   # one image without autograd: checks the input size and measures the activations
                     settings['network_input'] = tuple(x.shape[1:])
-                    try: _run_until(model, x, store, bound.modules)
+                    try: per_image = _activation_bytes(model, x[:1].detach(), store, bound.modules)
                     except (RuntimeError, ValueError) as e:
                         small = _smallest_input(model, bound, store, x.shape[1], device, dtype)
                         hint = (f"; the smallest square network input from which {objective.layers} is computed is {small}x{small} px"
                                 if small else "")
                         raise ValueError(f"{type(model).__name__} could not compute {objective.layers} from a network input of "
                                          f"{tuple(x.shape[1:])} (image_size {(H, W)} after transforms and preprocess): {e}{hint}") from e
-                else: _run_until(model, x, store, bound.modules)
-                values = bound(store)
-                (-values.sum()).backward()
+                    if chunk is None: chunk = batch if device.type != 'cpu' or objective.couples else CPU_CHUNK_BYTES // max(per_image, 1)
+                    chunk = max(1, min(chunk, batch))
+                    settings.update(chunk=chunk, activation_bytes=per_image)
+                if chunk == batch:
+                    values = bound(_run_until(model, x, store, bound.modules))
+                    (-values.sum()).backward()
+                else:           # the images are independent: accumulate their gradients chunk by chunk
+                    xd, parts = x.detach().requires_grad_(), []
+                    for s in range(0, batch, chunk):
+                        rows = slice(s, min(s + chunk, batch))
+                        v = bound(_run_until(model, xd[rows], store, bound.modules), rows)
+                        (-v.sum()).backward()
+                        parts.append(v.detach())
+                    x.backward(xd.grad)
+                    values = torch.cat(parts)
                 opt.step()
                 hist[step] = values.detach()
                 store.clear()

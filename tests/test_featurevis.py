@@ -344,3 +344,39 @@ def test_works_inside_no_grad_and_inference_mode(net):
         b = visualize(net, singular_vector('conv2', 0), image_size=28, channels=1, steps=3, progress=False)
     c = visualize(net, singular_vector('conv2', 0), image_size=28, channels=1, steps=3, progress=False)
     assert torch.equal(a.images, c.images) and torch.equal(b.images, c.images)
+
+
+@settings(max_examples=8, deadline=None)
+@given(chunk=st.integers(1, 5), seed=st.integers(0, 100))
+def test_chunked_render_equals_the_whole_batch(chunk, seed):
+    "Splitting the batch into chunks changes the cost, not the result: the whole-batch render is the reference."
+    m = small_net(seed=seed)
+    m(torch.rand(1, 4, 14, 14))                                           # materialise the LazyLinear (12 + 2*2 - 2 px)
+    g = torch.Generator().manual_seed(seed)
+    obj = (singular_vector('2', [0, 1, 2, 3, 4]) + 0.5 * channel('0', [5, 4, 3, 2, 1]) - neuron('2', [0, 1, 2, 3, 4])
+           + direction('2', torch.randn(5, 5, generator=g)) + singular_vectors('5', torch.rand(5, 3, generator=g)))
+    kw = dict(image_size=12, channels=4, steps=3, seed=seed, progress=False, transforms=[Pad(2), Jitter(2)])
+    whole, split = visualize(m, obj, chunk=5, **kw), visualize(m, obj, chunk=chunk, **kw)
+    assert (whole.settings['chunk'], split.settings['chunk']) == (5, chunk)
+    torch.testing.assert_close(split.images, whole.images, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(split.history.values, whole.history.values, rtol=1e-4, atol=1e-5)
+
+
+def test_default_chunk_keeps_cpu_activations_under_the_budget(net):
+    from convsvd.featurevis import CPU_CHUNK_BYTES
+    wide = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 8, 1)).eval()
+    per_image = (64 + 8) * 96 * 96 * 4                                    # the in-place ReLU shares the first output
+    r = visualize(wide, channel('2', list(range(7))), image_size=96, steps=1, **FAST)
+    assert r.settings['activation_bytes'] == per_image
+    assert r.settings['chunk'] == CPU_CHUNK_BYTES // per_image == 6
+    r = visualize(wide, channel('2', list(range(7))), image_size=256, steps=1, **FAST)
+    assert r.settings['chunk'] == 1                                      # one image is over the budget: one at a time
+    r = visualize(wide, channel('2', [0, 1]) + diversity('2'), image_size=256, steps=1, **FAST)
+    assert r.settings['chunk'] == 2                                      # diversity compares the images: never split
+    r = visualize(net, singular_vector('conv2', [0, 1, 2]), image_size=28, channels=1, chunk=10, steps=1, **FAST)
+    assert r.settings['chunk'] == 3
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match='chunk must be a positive int or None'):
+            visualize(net, singular_vector('conv2', [0, 1]), image_size=28, channels=1, chunk=bad, steps=1, **FAST)
+    with pytest.raises(ValueError, match='cannot be split: pass chunk=None or chunk >= batch'):
+        visualize(net, singular_vector('conv2', [0, 1]) + diversity('conv2'), image_size=28, channels=1, chunk=1, steps=1, **FAST)
