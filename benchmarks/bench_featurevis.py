@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torchvision
 
-from convsvd.featurevis import IMAGENET_MEAN, IMAGENET_STD, channel, objective_values, singular_vector, visualize
+from convsvd.featurevis import IMAGENET_MEAN, IMAGENET_STD, channel, direction, objective_values, singular_vector, visualize
+from convsvd.matrization import layer_svd
 from convsvd.models import default_model
 
 
@@ -86,6 +87,17 @@ def batched_vs_separate(model, layer, k, steps, repeats, **kw):
     return med, r.settings['chunk'], vb, vs
 
 
+def input_vs_output_route(model, layer, steps, repeats, **kw):
+    """singular_vector(layer, 0) reads the summed receptive fields of the layer's input, so the layer never runs;
+    direction(layer, u_0) takes the same gradient through the layer's output. Median wall seconds of each, alternating."""
+    u = layer_svd(model.get_submodule(layer)).U[:, 0].float()
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(timed(lambda: visualize(model, singular_vector(layer, 0), steps=steps, progress=False, **kw))[0][0])
+        b.append(timed(lambda: visualize(model, direction(layer, u), steps=steps, progress=False, **kw))[0][0])
+    return statistics.median(a), statistics.median(b)
+
+
 def batch_rows(label, med, chunk, k, steps, threads, vb, vs):
     b, w, s = med['batched'], med['whole'], med['separate']
     print(f"| {label} | {threads} | {k} | {steps} | {chunk} | {b[0]:.2f} ({b[2] / 1e3:.0f}k faults) | {w[0]:.2f} ({w[2] / 1e3:.0f}k faults) | {s[0]:.2f} | "
@@ -143,6 +155,10 @@ def main():
         print(f"\nLucent left {leaked} forward hooks on the model after one render_vis call; convsvd leaves none "
               f"({sum(len(m._forward_hooks) for m in vgg.modules())}).")
 
+    torch.set_num_threads(1)
+    a_in, a_out = input_vs_output_route(vgg, 'features.14', a.batch_steps, a.batch_repeats, image_size=128, preprocess='imagenet', seed=0)
+    print(f"\nOne singular vector of VGG16 features.14, 128 px, {a.batch_steps} steps, 1 thread: read from the layer's input "
+          f"(the layer never runs) {a_in:.2f} s, the same gradient through the layer's output {a_out:.2f} s: {a_out / a_in:.2f}x")
     print(f"\n| model, layer | threads | k | steps | chunk | one batched render (wall s) | whole batch in one pass (wall s) | "
           f"k separate renders (wall s) | speed-up | whole-batch speed-up | objective batched / separate (mean) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

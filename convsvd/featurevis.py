@@ -18,7 +18,7 @@ from torch import Tensor
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from .matrization import layer_svd
+from .matrization import layer_svd, receptive_field_sums
 from .models import capture, linear_layers, model_device
 
 # %% auto #0
@@ -303,7 +303,8 @@ def _channels_first(Y:Tensor, module:nn.Module)->Tensor:
     return Y
 
 class Term:
-    "One objective term on one module; `bind` returns fn(output, rows) -> one value per image of the output."
+    "One objective term on one module; `bind` returns fn(what it reads, rows) -> one value per image."
+    reads = 'output'   # 'output': the module's output; 'input': its summed receptive fields (singular-vector terms)
     per_image = False  # one index (direction, weights) per image
     couples = False    # an image's value depends on the other images of the batch
     def __init__(self, layer:str): self.layer = layer
@@ -328,7 +329,8 @@ def _dot_fn(D:Tensor, bias, module, layer:str, per_image:bool, what:str)->Callab
     return fn
 
 class SingularVectorTerm(Term):
-    "Eq. (19): the summed signal of singular vector i, sum_j u_i^T (Y_j - b)."
+    "Eq. (19): the summed signal of singular vector i, s_i v_i^T Psi(X) 1 = sum_j u_i^T (Y_j - b), read from the layer's input."
+    reads = 'input'
     def __init__(self, layer, index):
         super().__init__(layer)
         self.index, self.per_image = _indices(index, 'singular-vector index')
@@ -340,14 +342,14 @@ class SingularVectorTerm(Term):
         bad = [i for i in self.index if not 0 <= i < svd.rank]
         if bad: raise ValueError(f"singular vector index {bad[0]} is beyond the rank of layer {self.layer!r}: it has "
                                  f"{svd.rank} singular vectors (valid indices 0..{svd.rank - 1})")
-        D = svd.U[:, self.index].to(device=device, dtype=dtype)
-        bias = None if module.bias is None else module.bias.detach().to(device=device, dtype=dtype)
-        return _dot_fn(D if self.per_image else D[:, 0], bias, module, self.layer, self.per_image, 'u_i')
+        M = (svd.S[self.index, None] * svd.dense_Vh()[self.index]).T.to(device=device, dtype=dtype)   # columns s_i v_i
+        return _dot_fn(M if self.per_image else M[:, 0], None, None, self.layer, self.per_image, 's_i v_i')
     def __repr__(self):
         return f"singular_vector({self.layer!r}, {self.index if self.per_image else self.index[0]})"
 
 class SingularVectorsTerm(Term):
-    "Eq. (20): a weighted sum of singular-vector terms."
+    "Eq. (20): a weighted sum of singular-vector terms, read from the layer's input."
+    reads = 'input'
     def __init__(self, layer, weights):
         super().__init__(layer)
         if isinstance(weights, dict): self.weights, self.per_image = [weights], False
@@ -379,9 +381,9 @@ class SingularVectorsTerm(Term):
     def bind(self, model, device, dtype):
         module = _find_module(model, self.layer, linear=True)
         svd = layer_svd(module, name=self.layer)
-        D = (svd.U.double() @ self._matrix(svd.rank).to(svd.U.device)).to(device=device, dtype=dtype)
-        bias = None if module.bias is None else module.bias.detach().to(device=device, dtype=dtype)
-        return _dot_fn(D if self.per_image else D[:, 0], bias, module, self.layer, self.per_image, 'U w')
+        SV = svd.S.double()[:, None] * svd.dense_Vh().double()                                       # rows s_i v_i
+        M = (SV.T @ self._matrix(svd.rank).to(SV.device)).to(device=device, dtype=dtype)
+        return _dot_fn(M if self.per_image else M[:, 0], None, None, self.layer, self.per_image, 'V S w')
     def __repr__(self):
         w = self.weights[0] if (isinstance(self.weights, list) and not self.per_image) else '...'
         return f"singular_vectors({self.layer!r}, {w})"
@@ -518,21 +520,23 @@ class Objective:
     def bind(self, model:nn.Module, device=None, dtype=torch.float32)->'BoundObjective':
         "Resolve layer names and singular vectors in `model`; raises for unknown layers and out-of-range indices."
         device = model_device(model) if device is None else torch.device(device)
-        fns = [(c, t.layer, t.bind(model, device, dtype)) for c, t in self.terms]
+        fns = [(c, (t.layer, t.reads), t.bind(model, device, dtype)) for c, t in self.terms]
         modules = {n: _find_module(model, n) for n in self.layers}
         return BoundObjective(self, modules, fns)
 
 class BoundObjective:
-    "An objective resolved in one model: `modules` to capture, and a call acts -> (B,) values."
-    def __init__(self, objective, modules, fns): self.objective, self.modules, self.fns = objective, modules, fns
+    "An objective resolved in one model: `keys` (module name, 'input' or 'output') to record, and a call acts -> (B,) values."
+    def __init__(self, objective, modules, fns):
+        self.objective, self.modules, self.fns = objective, modules, fns
+        self.keys = list(dict.fromkeys(key for _, key, _ in fns))
     def __call__(self, acts:dict,            # module name -> output
                  rows:slice=slice(None), # which of the objective's images the outputs hold (a chunk of the batch)
                 )->Tensor:
         k = self.objective.batch
         n = None if k is None else len(range(k)[rows])
         total = 0
-        for c, layer, fn in self.fns:
-            Y = acts[layer]
+        for c, key, fn in self.fns:
+            Y = acts[key]
             if n is not None and len(Y) != n:
                 raise ValueError(f"{self.objective!r} is defined for {k} images but the batch has {len(Y)}"
                                  + ('' if rows == slice(None) else f" (images {rows.start}..{rows.stop - 1} expected {n})"))
@@ -591,27 +595,41 @@ def as_objective(obj)->Objective:
 class _StopForward(Exception):
     "Raised from a hook once every module the objective reads has run: the rest of the network is skipped."
 
+def _summed_input(module:nn.Module, args:tuple, name:str)->Tensor:
+    "The layer input's receptive fields summed over positions, (B, c*k*k) (Linear: the input summed over extra positions)."
+    if not args or not isinstance(args[0], Tensor): raise TypeError(f"layer {name!r} was called without a tensor input")
+    z = receptive_field_sums(args[0], module, name)
+    if z.dim() > 2: z = z.reshape(len(z), -1, z.shape[-1]).sum(1)
+    return z if z.dim() == 2 else z[None]
+
 @contextmanager
-def _live_outputs(modules:dict, store:dict):
-    "Forward hooks storing each named module's output (a clone that keeps the graph) and stopping once all have run."
-    need = set(modules)
-    def make(name):
+def _live_outputs(bound:BoundObjective, store:dict):
+    "Hooks recording what the objective reads (outputs cloned, inputs summed), keeping the graph, stopping once all is there."
+    need = set(bound.keys)
+    def keep(key, value):
+        store[key] = value
+        if need.issubset(store): raise _StopForward()
+    def out_hook(name):
         def hook(module, args, out):
-            if name in store: return                        # a shared module called again: keep its first call
-            store[name] = out.clone() if isinstance(out, Tensor) else out
-            if need.issubset(store): raise _StopForward()
+            if (name, 'output') not in store: keep((name, 'output'), out.clone() if isinstance(out, Tensor) else out)
+        return hook
+    def in_hook(name):
+        def hook(module, args):   # runs before the layer: if nothing else is needed the layer itself never runs
+            if (name, 'input') not in store: keep((name, 'input'), _summed_input(module, args, name))
         return hook
     handles = []
     try:
-        for n, m in modules.items(): handles.append(m.register_forward_hook(make(n)))
+        for name, kind in bound.keys:
+            m = bound.modules[name]
+            handles.append(m.register_forward_pre_hook(in_hook(name)) if kind == 'input' else m.register_forward_hook(out_hook(name)))
         yield store
     finally:
         for h in handles: h.remove()
 
 CPU_CHUNK_BYTES = 16 * 2**20  # on CPU `visualize` runs as many images per pass as keep their activations below this
 
-def _activation_bytes(model:nn.Module, x:Tensor, store:dict, names)->int:
-    "Bytes of the distinct tensors the model's leaf modules output for `x` until every module in `names` has run."
+def _activation_bytes(model:nn.Module, x:Tensor, store:dict, bound:BoundObjective)->int:
+    "Bytes of the distinct tensors the model's leaf modules output for `x` until the objective has all it reads."
     kept, seen = [], set()
     def count(module, args, out):
         for t in (out if isinstance(out, (tuple, list)) else (out,)):
@@ -619,16 +637,16 @@ def _activation_bytes(model:nn.Module, x:Tensor, store:dict, names)->int:
                 seen.add(t.untyped_storage().data_ptr()); kept.append(t)   # kept alive, so no address is reused
     handles = [m.register_forward_hook(count, prepend=True) for m in model.modules() if next(m.children(), None) is None]
     try:
-        with torch.no_grad(): _run_until(model, x, store, names)
+        with torch.no_grad(): _run_until(model, x, store, bound)
     finally:
         for h in handles: h.remove()
     return sum(t.untyped_storage().nbytes() for t in kept)
 
-def _run_until(model:nn.Module, x:Tensor, store:dict, names)->dict:
+def _run_until(model:nn.Module, x:Tensor, store:dict, bound:BoundObjective)->dict:
     store.clear()
     try: model(x)
     except _StopForward: pass
-    missing = [n for n in names if n not in store]
+    missing = [n for n, _ in bound.keys if (n, _) not in store]
     if missing: raise RuntimeError(f"layer(s) {missing} did not run in {type(model).__name__}'s forward pass")
     return store
 
@@ -715,7 +733,7 @@ def _smallest_input(model, bound, store, channels, device, dtype, limit:int=1024
     "The smallest square network input (px) from which every target module is computed, by bisection; None if none up to `limit`."
     def works(n):
         try:
-            with torch.no_grad(): _run_until(model, torch.full((1, channels, n, n), 0.5, device=device, dtype=dtype), store, bound.modules)
+            with torch.no_grad(): _run_until(model, torch.full((1, channels, n, n), 0.5, device=device, dtype=dtype), store, bound)
             return True
         except Exception: return False
     lo, hi = 0, 1
@@ -784,13 +802,13 @@ def visualize(model:nn.Module,            # any network; run in eval mode, left 
         hist = torch.zeros(steps, batch, dtype=torch.float64, device=device)
         store = {}
         t0 = time.perf_counter()
-        with _frozen(model), _live_outputs(bound.modules, store):
+        with _frozen(model), _live_outputs(bound, store):
             for step in tqdm(range(steps), desc='visualize', disable=not progress, leave=False):
                 opt.zero_grad(set_to_none=True)
                 x = pre(tf(img(), g))
                 if step == 0:   # one image without autograd: checks the input size and measures the activations
                     settings['network_input'] = tuple(x.shape[1:])
-                    try: per_image = _activation_bytes(model, x[:1].detach(), store, bound.modules)
+                    try: per_image = _activation_bytes(model, x[:1].detach(), store, bound)
                     except (RuntimeError, ValueError) as e:
                         small = _smallest_input(model, bound, store, x.shape[1], device, dtype)
                         hint = (f"; the smallest square network input from which {objective.layers} is computed is {small}x{small} px"
@@ -801,13 +819,13 @@ def visualize(model:nn.Module,            # any network; run in eval mode, left 
                     chunk = max(1, min(chunk, batch))
                     settings.update(chunk=chunk, activation_bytes=per_image)
                 if chunk == batch:
-                    values = bound(_run_until(model, x, store, bound.modules))
+                    values = bound(_run_until(model, x, store, bound))
                     (-values.sum()).backward()
                 else:           # the images are independent: accumulate their gradients chunk by chunk
                     xd, parts = x.detach().requires_grad_(), []
                     for s in range(0, batch, chunk):
                         rows = slice(s, min(s + chunk, batch))
-                        v = bound(_run_until(model, xd[rows], store, bound.modules), rows)
+                        v = bound(_run_until(model, xd[rows], store, bound), rows)
                         (-v.sum()).backward()
                         parts.append(v.detach())
                     x.backward(xd.grad)
@@ -830,22 +848,16 @@ def objective_values(model:nn.Module,  # the network
                      preprocess=None,  # as in `visualize`
                      device=None,      # None: the model's device
                     )->np.ndarray:     # (B,) the objective's value for each image
-    "Each image's objective value without transforms, in eval mode under no_grad (hooks via `capture`)."
+    "Each image's objective value without transforms, in eval mode under no_grad, read as `visualize` reads it."
     if isinstance(images, Visualization): images = images.images
     if not isinstance(images, Tensor) or images.dim() != 4: raise TypeError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
     objective = as_objective(objective)
     device = model_device(model) if device is None else torch.device(device)
     dtype = _model_dtype(model)
     bound = objective.bind(model, device, dtype)
-    store, names = {}, list(bound.modules)
-    def keep(name, module, t):
-        store.setdefault(name, t.clone())
-        if all(n in store for n in names): raise _StopForward()
-    with capture(model, names, fn=keep, eval_mode=True), torch.no_grad():
-        try: model(_preprocessor(preprocess)(images.to(device=device, dtype=dtype)))
-        except _StopForward: pass
-    missing = [n for n in names if n not in store]
-    if missing: raise RuntimeError(f"layer(s) {missing} did not run in {type(model).__name__}'s forward pass")
+    store = {}
+    with _frozen(model), _live_outputs(bound, store), torch.no_grad():
+        _run_until(model, _preprocessor(preprocess)(images.to(device=device, dtype=dtype)), store, bound)
     return bound(store).double().cpu().numpy()
 
 # %% ../nbs/05_featurevis.ipynb #3100461e

@@ -16,9 +16,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['LINEAR_TYPES', 'check_linear', 'unfold_weight', 'output_size', 'receptive_fields', 'toeplitz_matrix',
-           'plot_matrizations', 'toeplitz_singular_values', 'LayerSVD', 'layer_svd', 'model_svd', 'tensor_svd',
-           'input_sizes', 'singular_value_counts']
+__all__ = ['LINEAR_TYPES', 'check_linear', 'unfold_weight', 'output_size', 'receptive_fields', 'receptive_field_sums',
+           'toeplitz_matrix', 'plot_matrizations', 'toeplitz_singular_values', 'LayerSVD', 'layer_svd', 'model_svd',
+           'tensor_svd', 'input_sizes', 'singular_value_counts']
 
 # %% ../nbs/00_matrization.ipynb #ab7e19fc
 LINEAR_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -73,16 +73,8 @@ def output_size(conv:nn.Module, # a Conv1d or Conv2d layer
     return out[1:] if nd == 1 else out
 
 # %% ../nbs/00_matrization.ipynb #b97e9ec3
-def receptive_fields(x:Tensor, # input of the layer: (B, c, h, w) / (c, h, w) for Conv2d, (B, c, m) / (c, m) for Conv1d
-                     conv:nn.Module, # the layer whose receptive fields to gather
-                     name:str=None, # the layer's name, for messages
-                    )->Tensor: # Psi(X): (B, c*k*k, positions), or (c*k*k, positions) for an unbatched input
-    "The receptive-field matrix Psi(X) of eq. (7), honouring padding, stride and dilation."
-    check_linear(conv, name)
-    if isinstance(conv, nn.Linear):
-        if x.shape[-1] != conv.in_features:
-            raise ValueError(f"{_describe(conv, name)} expects {conv.in_features} input features; got shape {tuple(x.shape)}")
-        return x.unsqueeze(-1)
+def _padded(x:Tensor, conv:nn.Module, name:str=None):
+    "(the layer's padded input as (B, c, h, w), unbatched?, kernel, stride, dilation), with the input checked."
     nd = conv.weight.dim() - 2
     if x.dim() not in (nd + 1, nd + 2):
         raise ValueError(f"{_describe(conv, name)} expects an input of shape (B, c, {'h, w' if nd == 2 else 'm'}); got {tuple(x.shape)}")
@@ -100,8 +92,37 @@ def receptive_fields(x:Tensor, # input of the layer: (B, c, h, w) / (c, h, w) fo
     if x.shape[-2] < span[0] or x.shape[-1] < span[1]:
         raise ValueError(f"{_describe(conv, name)}: the (padded) input {tuple(x.shape[-nd:])} is smaller than its receptive field "
                          f"{tuple(span[-nd:])}; inputs must be at least that large")
+    return x, unbatched, k, s, dl
+
+def _linear_input(x:Tensor, layer:nn.Linear, name:str=None)->Tensor:
+    if x.shape[-1] != layer.in_features:
+        raise ValueError(f"{_describe(layer, name)} expects {layer.in_features} input features; got shape {tuple(x.shape)}")
+    return x
+
+def receptive_fields(x:Tensor, # input of the layer: (B, c, h, w) / (c, h, w) for Conv2d, (B, c, m) / (c, m) for Conv1d
+                     conv:nn.Module, # the layer whose receptive fields to gather
+                     name:str=None, # the layer's name, for messages
+                    )->Tensor: # Psi(X): (B, c*k*k, positions), or (c*k*k, positions) for an unbatched input
+    "The receptive-field matrix Psi(X) of eq. (7), honouring padding, stride and dilation."
+    check_linear(conv, name)
+    if isinstance(conv, nn.Linear): return _linear_input(x, conv, name).unsqueeze(-1)
+    x, unbatched, k, s, dl = _padded(x, conv, name)
     psi = F.unfold(x, k, dilation=dl, stride=s)
     return psi[0] if unbatched else psi
+
+def receptive_field_sums(x:Tensor, # input of the layer, as for `receptive_fields`
+                         conv:nn.Module, # a Conv1d, Conv2d or Linear layer
+                         name:str=None, # the layer's name, for messages
+                        )->Tensor: # Psi(X) summed over positions: (B, c*k*k), or (c*k*k,) unbatched
+    "The sum over output positions of the receptive fields, Psi(X) 1, without forming Psi(X): one strided sum per kernel tap."
+    check_linear(conv, name)
+    if isinstance(conv, nn.Linear): return _linear_input(x, conv, name)
+    x, unbatched, k, s, dl = _padded(x, conv, name)
+    n = [(x.shape[2 + i] - dl[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2)]   # output positions per axis
+    taps = [x[:, :, a * dl[0]: a * dl[0] + s[0] * (n[0] - 1) + 1: s[0], b * dl[1]: b * dl[1] + s[1] * (n[1] - 1) + 1: s[1]].sum((2, 3))
+            for a in range(k[0]) for b in range(k[1])]
+    z = torch.stack(taps, -1).flatten(1)          # (B, c, k*k) -> (B, c*k*k), ordered like the columns of Psi(X)
+    return z[0] if unbatched else z
 
 # %% ../nbs/00_matrization.ipynb #a55d36ae
 def _pad_index(idx, m, mode):

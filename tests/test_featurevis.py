@@ -380,3 +380,37 @@ def test_default_chunk_keeps_cpu_activations_under_the_budget(net):
             visualize(net, singular_vector('conv2', [0, 1]), image_size=28, channels=1, chunk=bad, steps=1, **FAST)
     with pytest.raises(ValueError, match='cannot be split: pass chunk=None or chunk >= batch'):
         visualize(net, singular_vector('conv2', [0, 1]) + diversity('conv2'), image_size=28, channels=1, chunk=1, steps=1, **FAST)
+
+
+def test_singular_vector_terms_never_run_their_layer():
+    "Eq. (19) from the summed receptive fields of the input: the layer runs only if another term reads its output."
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, padding_mode='reflect'), nn.ReLU(inplace=True),
+                      nn.Conv2d(6, 5, 3, stride=2, dilation=2, groups=1), nn.ReLU()).eval()
+    calls = []
+    handle = m[2].register_forward_hook(lambda mod, a, o: calls.append(1))
+    x = torch.rand(2, 3, 20, 20)
+    r = visualize(m, singular_vector('2', [0, 3]), image_size=20, steps=2, **FAST)
+    v = objective_values(m, singular_vector('2', [0, 3]), x)
+    assert calls == [] and r.settings['chunk'] == 2
+    Y = m[:3](x).detach() - m[2].bias.detach()[:, None, None]
+    U = layer_svd(m[2]).U
+    np.testing.assert_allclose(v, [Y[0].sum((1, 2)) @ U[:, 0], Y[1].sum((1, 2)) @ U[:, 3]], rtol=1e-5)
+    n = len(calls)                                                       # the reference above ran the layer once
+    both = objective_values(m, singular_vector('2', [0, 3]) - channel('2', [1, 1]), x)
+    assert len(calls) == n + 1                                           # the channel term needs the output: it ran once
+    np.testing.assert_allclose(both, v - Y[:, 1].mean((1, 2)).numpy() - m[2].bias[1].item(), rtol=1e-5, atol=1e-5)
+    handle.remove()
+    assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+
+
+def test_singular_vector_of_a_linear_layer_on_token_inputs():
+    "A Linear layer applied at several positions (B, L, in): the signal sums over the positions, as for convolutions."
+    torch.manual_seed(4)
+    lin = nn.Linear(6, 4)
+    m = nn.Sequential(nn.Flatten(1, 2), lin).eval()                     # (B, 1, 5, 6) -> 5 positions of 6 features
+    x = torch.rand(3, 1, 5, 6)
+    v = objective_values(m, singular_vector('1', [0, 1, 2]), x)
+    Y = (lin(x[:, 0]) - lin.bias).detach().sum(1)                       # (3, 4) summed over the 5 positions
+    U = layer_svd(lin).U
+    np.testing.assert_allclose(v, [Y[b] @ U[:, b] for b in range(3)], rtol=1e-5)

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from convsvd.matrization import (layer_svd, model_svd, output_size, receptive_fields, tensor_svd, toeplitz_matrix,
+from convsvd.matrization import (layer_svd, model_svd, output_size, receptive_field_sums, receptive_fields, tensor_svd, toeplitz_matrix,
                                  toeplitz_singular_values, unfold_weight)
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -64,6 +64,17 @@ def test_eq8_conv1d(case):
     conv, x = case
     with torch.no_grad():
         assert rel_err(layer_svd(conv).matrix() @ receptive_fields(x, conv), nobias(conv, x).flatten(2)) < 1e-5
+
+
+@given(st.sampled_from([1, 2]).flatmap(lambda nd: conv_layers(nd=nd)))
+@SETTINGS
+def test_eq19_summed_receptive_fields(case):
+    "W Psi(X) 1 = the layer's output (without bias) summed over positions: eq. (19)'s sum without forming Psi(X)."
+    conv, x = case
+    with torch.no_grad():
+        z = receptive_field_sums(x, conv)
+        assert z.shape == (len(x), conv.in_channels * int(np.prod(conv.kernel_size)))
+        assert rel_err(z @ layer_svd(conv).matrix().T, nobias(conv, x).flatten(2).sum(-1)) < 1e-5
 
 
 @given(conv_layers())
