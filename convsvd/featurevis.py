@@ -317,14 +317,12 @@ def _check_channels(Y, d, layer, what):
     if Y.shape[1] != d:
         raise ValueError(f"{what} has length {d} but layer {layer!r} outputs {Y.shape[1]} channels (output shape {tuple(Y.shape)})")
 
-def _dot_fn(D:Tensor, bias, module, layer:str, per_image:bool, what:str)->Callable:
-    "fn(Y, rows) = sum over positions of D^T (Y - bias): D (d,) for every image, or (d, k) with columns `rows` for Y's images."
+def _dot_fn(D:Tensor, module, layer:str, per_image:bool, what:str)->Callable:
+    "fn(Y, rows) = sum over positions of D^T Y: D (d,) for every image, or (d, k) with columns `rows` for Y's images."
     def fn(Y, rows=slice(None)):
         Y = _channels_first(Y, module)
         _check_channels(Y, D.shape[0], layer, what)
-        n = math.prod(Y.shape[2:])
         Ys = Y.flatten(2).sum(-1) if Y.dim() > 2 else Y
-        if bias is not None: Ys = Ys - n * bias
         return (Ys * D[:, rows].T).sum(1) if per_image else Ys @ D
     return fn
 
@@ -343,7 +341,7 @@ class SingularVectorTerm(Term):
         if bad: raise ValueError(f"singular vector index {bad[0]} is beyond the rank of layer {self.layer!r}: it has "
                                  f"{svd.rank} singular vectors (valid indices 0..{svd.rank - 1})")
         M = (svd.S[self.index, None] * svd.dense_Vh()[self.index]).T.to(device=device, dtype=dtype)   # columns s_i v_i
-        return _dot_fn(M if self.per_image else M[:, 0], None, None, self.layer, self.per_image, 's_i v_i')
+        return _dot_fn(M if self.per_image else M[:, 0], None, self.layer, self.per_image, 's_i v_i')
     def __repr__(self):
         return f"singular_vector({self.layer!r}, {self.index if self.per_image else self.index[0]})"
 
@@ -383,7 +381,7 @@ class SingularVectorsTerm(Term):
         svd = layer_svd(module, name=self.layer)
         SV = svd.S.double()[:, None] * svd.dense_Vh().double()                                       # rows s_i v_i
         M = (SV.T @ self._matrix(svd.rank).to(SV.device)).to(device=device, dtype=dtype)
-        return _dot_fn(M if self.per_image else M[:, 0], None, None, self.layer, self.per_image, 'V S w')
+        return _dot_fn(M if self.per_image else M[:, 0], None, self.layer, self.per_image, 'V S w')
     def __repr__(self):
         w = self.weights[0] if (isinstance(self.weights, list) and not self.per_image) else '...'
         return f"singular_vectors({self.layer!r}, {w})"
@@ -400,7 +398,7 @@ class DirectionTerm(Term):
     def bind(self, model, device, dtype):
         module = _find_module(model, self.layer)
         D = self.vector.to(device=device, dtype=dtype)
-        return _dot_fn(D.T if self.per_image else D, None, module, self.layer, self.per_image, 'the direction')
+        return _dot_fn(D.T if self.per_image else D, module, self.layer, self.per_image, 'the direction')
     def __repr__(self): return f"direction({self.layer!r}, <{tuple(self.vector.shape)}>)"
 
 class ChannelTerm(Term):
@@ -529,7 +527,7 @@ class BoundObjective:
     def __init__(self, objective, modules, fns):
         self.objective, self.modules, self.fns = objective, modules, fns
         self.keys = list(dict.fromkeys(key for _, key, _ in fns))
-    def __call__(self, acts:dict,            # module name -> output
+    def __call__(self, acts:dict,            # (module name, 'input' or 'output') -> what the hooks recorded
                  rows:slice=slice(None), # which of the objective's images the outputs hold (a chunk of the batch)
                 )->Tensor:
         k = self.objective.batch
@@ -593,7 +591,7 @@ def as_objective(obj)->Objective:
 
 # %% ../nbs/05_featurevis.ipynb #ad35b747
 class _StopForward(Exception):
-    "Raised from a hook once every module the objective reads has run: the rest of the network is skipped."
+    "Raised from a hook once the objective has everything it reads: the rest of the network is skipped."
 
 def _summed_input(module:nn.Module, args:tuple, name:str)->Tensor:
     "The layer input's receptive fields summed over positions, (B, c*k*k) (Linear: the input summed over extra positions)."
@@ -646,7 +644,7 @@ def _run_until(model:nn.Module, x:Tensor, store:dict, bound:BoundObjective)->dic
     store.clear()
     try: model(x)
     except _StopForward: pass
-    missing = [n for n, _ in bound.keys if (n, _) not in store]
+    missing = [key[0] for key in bound.keys if key not in store]
     if missing: raise RuntimeError(f"layer(s) {missing} did not run in {type(model).__name__}'s forward pass")
     return store
 
