@@ -11,7 +11,8 @@ import argparse, json, resource, subprocess, sys, time
 
 CHILD = r'''
 import json, resource, sys, time, torch, torchvision
-from convsvd.matrization import toeplitz_singular_values, input_sizes
+from convsvd.core import input_sizes
+from convsvd.matrization import toeplitz_singular_values
 method, threads, nlayers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 torch.manual_seed(0)

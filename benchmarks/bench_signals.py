@@ -88,7 +88,7 @@ def make_ddp(model, svds=None):
     torch.set_num_threads(ARGS.threads)            # (importing DDP also seeds torch and silences warnings globally)
     prof = ddp.SVDProfiler(copy.deepcopy(model), compute_svd=svds is None)
     if svds is not None:                           # same torch.linalg SVD routine; skip recomputing it
-        from convsvd.models import linear_layers
+        from convsvd.core import linear_layers
         names = list(linear_layers(model))
         SVD = namedtuple('SVD', 'U S V')
         sd = {}

@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = os.environ.get('CONVSVD_BROWSER_NOTEBOOK', str(REPO/'nbs'/'07_explorers.ipynb'))
+NOTEBOOK = os.environ.get('CONVSVD_BROWSER_NOTEBOOK', str(REPO/'nbs'/'11_explorers.ipynb'))
 CHROMIUM = os.environ.get('CONVSVD_CHROMIUM', '/usr/bin/chromium')
 SHOTS = REPO/'tests'/'_screenshots'
 FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',

@@ -154,7 +154,7 @@ def test_docs_site(tmp_path):
             elif anchor:
                 assert anchor in tags.ids, f'{pg}: broken anchor #{anchor}'
     # the explorers' page carries their saved widget state
-    assert 'application/vnd.jupyter.widget-state+json' in (site/'07_explorers.html').read_text()
+    assert 'application/vnd.jupyter.widget-state+json' in (site/'11_explorers.html').read_text()
 
 def test_docs_bad_folder(tmp_path, capsys):
     assert cli.main(['docs', '--quiet', '--nbs', str(tmp_path/'none'), '--out', str(tmp_path/'s')]) == 2

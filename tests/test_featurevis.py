@@ -12,7 +12,8 @@ from convsvd.featurevis import (Compose, ImageParam, Jitter, Objective, Pad, Ran
                                 channel, direction, diversity, neuron, objective_values, similarity_overlay,
                                 singular_vector, singular_vectors, standard_transforms, visualize)
 from convsvd.matrization import layer_svd, receptive_fields
-from convsvd.models import capture, default_model
+from convsvd.core import capture
+from convsvd.models import default_model
 
 FAST = dict(progress=False, transforms=None)
 

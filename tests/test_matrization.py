@@ -159,10 +159,12 @@ def test_rank_truncation_is_best_approximation():
 def test_svd_cache_tracks_weight_changes():
     conv = nn.Linear(5, 4)
     s1 = layer_svd(conv)
-    assert layer_svd(conv) is s1
-    with torch.no_grad(): conv.weight.mul_(2)
+    s1.S.zero_(); s1.U.zero_()                          # the caller's copy: the cache is not aliased
+    s1 = layer_svd(conv)
+    assert (s1.S > 0).all() and torch.equal(layer_svd(conv).U, s1.U)
+    conv.weight.data.mul_(2)                            # through .data: Parameter._version misses it
     s2 = layer_svd(conv)
-    assert s2 is not s1 and torch.allclose(s2.S, 2*s1.S)
+    assert torch.allclose(s2.S, 2*s1.S)
 
 
 def test_model_unchanged():

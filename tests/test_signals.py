@@ -206,7 +206,7 @@ def test_bad_input_names_layer_and_shape():
     with pytest.raises(ValueError, match="empty"): collect_signals(seq, [], progress=False)
     with pytest.raises(ValueError, match="empty"):
         collect_signals(seq, TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long)), progress=False)
-    with pytest.raises(TypeError, match=r"\(images, labels\) pair"): collect_signals(seq, [torch.rand(2, 3, 8, 8)], progress=False)
+    with pytest.raises(TypeError, match=r"signals need labels"): collect_signals(seq, [torch.rand(2, 3, 8, 8)], progress=False)
     with pytest.raises(TypeError, match="integer class index"):
         collect_signals(seq, [(torch.rand(2, 3, 8, 8), torch.rand(2))], progress=False)
     with pytest.raises(ValueError, match="method"): signal_map(seq, torch.rand(3, 8, 8), '0', method='psi')
