@@ -408,7 +408,7 @@ def _forward(net:nn.Module, mods:dict, svds:dict, x:Tensor, grad:bool)->tuple:
     order = []
     with torch.inference_mode(False), torch.set_grad_enabled(grad):
         with capture(net, list(mods), what='output', fn=_recorder(svds, order), accumulate=True, detach=not grad) as acts:
-            run_model(net, x.detach().requires_grad_(grad) if grad else x)
+            run_model(net, x.detach().clone().requires_grad_() if grad else x)   # a clone: x may be an inference tensor
     for n in mods:
         if len(acts.get(n, [])) > 1:
             raise ValueError(f"layer '{n}' runs {len(acts[n])} times in one forward pass (it is reused); an attribution graph "
@@ -491,7 +491,7 @@ def attributions(model:nn.Module,     # the network
     xb, batched = as_batch(model, x)
     if not batched: raise ValueError(f"attributions takes a batch of images; got one image of shape {tuple(xb.shape[1:])}: "
                                      "pass x[None], or use attribution_graph(model, x) for its graph")
-    with on_device(model, device) as (net, dev), frozen(net):
+    with torch.inference_mode(False), on_device(model, device) as (net, dev), frozen(net):
         mods = linear_layers(net, layers)
         svds = {n: layer_svd(m, name=n) for n, m in mods.items()}
         chunks = [to_model(xb[s:s + batch_size], net, dev) for s in range(0, len(xb), batch_size)]

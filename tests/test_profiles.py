@@ -318,6 +318,16 @@ def test_bad_input(digits):
     with pytest.raises(ValueError, match="layer 'a'.*NaN"): svd_profile(bad)
 
 
+def test_inside_inference_mode(digits):
+    "Called under torch.inference_mode (inference tensors as input and as cached SVDs), the gradients still flow."
+    model, test, _ = digits
+    want = attributions(model, test.data[:3], threshold=0.4)
+    with torch.inference_mode():
+        x = test.data[:3].clone()
+        got = attributions(copy.deepcopy(model), x, threshold=0.4)
+    for p in want.pairs: np.testing.assert_allclose(got.weights[p], want.weights[p], rtol=1e-5, atol=1e-6)
+
+
 class Twice(nn.Module):
     def __init__(self): super().__init__(); self.conv, self.head = nn.Conv2d(3, 3, 1), nn.Linear(3, 2)
     def forward(self, x): return self.head(self.conv(torch.relu(self.conv(x))).mean((2, 3)))
