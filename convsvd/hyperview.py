@@ -246,7 +246,7 @@ def _hierarchy_svg(d:dict, x0:float, y0:float)->tuple:
     out += [_t(x0 + 4, y + 4, f'level {lev}', 'level') for lev, y in first.items()]
     for n, (x, y) in zip(ns, XY):
         k = len(n['edges'])
-        sub = f'all {k} classes' if k == n_all > 1 else d['classes'][n['edges'][0]] if k == 1 else f'{k} classes'
+        sub = f'all {k} classes' if k == n_all > 1 else '{' + d['classes'][n['edges'][0]] + '}' if k == 1 else f'{k} classes'
         out.append(f'<g class="node"><title>{_tip(d, n)}</title><rect x="{x - BOX_W / 2:.1f}" y="{y - BOX_H / 2:.1f}" '
                    f'width="{BOX_W}" height="{BOX_H}" rx="6"/>' + _t(x, y - 2, n['id'], anchor='middle') +
                    _t(x, y + 10, sub, 'sub', 'middle') + '</g>')

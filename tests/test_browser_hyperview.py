@@ -211,3 +211,5 @@ def test_big_view_zoom_shows_more_labels(page):
     sizes = set(big.locator('.hv-matrix-svg .hv-collabel[display="inline"]').evaluate_all('es => es.map(e => getComputedStyle(e).fontSize)'))
     assert len(sizes) == 1
     big.screenshot(path=str(SHOTS/'hyperview_1000_zoomed.png'))
+    ms = [float(big.locator(f'.{c}').get_attribute('data-place-ms')) for c in ('hv-matrix-svg', 'hv-hierarchy-svg')]
+    print(f"1000-class view: one zoom step redraws the matrix in {ms[0]:.1f} ms and the hierarchy in {ms[1]:.1f} ms")

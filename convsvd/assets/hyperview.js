@@ -140,7 +140,10 @@ class MatrixPanel {
     this.n = n; this.m = m;
     this.fit();
   }
-  size() { return [this.svg.clientWidth || 400, this.svg.clientHeight || 300]; }
+  size() {   // read once per resize: reading the layout on every frame would force a reflow
+    if (!this._size || !this._size[0]) this._size = [this.svg.clientWidth || 0, this.svg.clientHeight || 0];
+    return [this._size[0] || 400, this._size[1] || 300];
+  }
   fit() {
     const [w, h] = this.size();
     const pw = Math.max(w - this.ml - 10, 20), ph = Math.max(h - this.mt - 10, 20);
@@ -246,7 +249,7 @@ class HierarchyPanel {
       const t = svg('text', { y: -2, 'text-anchor': 'middle' }, g); t.textContent = node.id;
       const sub = svg('text', { y: 10, 'text-anchor': 'middle', class: 'hv-sub' }, g);
       const k = node.edges.length;
-      sub.textContent = k === nAll && nAll > 1 ? `all ${k} classes` : k === 1 ? d.classes[node.edges[0]] : `${k} classes`;
+      sub.textContent = k === nAll && nAll > 1 ? `all ${k} classes` : k === 1 ? `{${d.classes[node.edges[0]]}}` : `${k} classes`;
       g.addEventListener('pointerenter', (ev) => this.view.hover(node.id, ev));
       g.addEventListener('pointermove', (ev) => this.view.moveTip(ev));
       g.addEventListener('pointerleave', () => this.view.hover(null));
@@ -264,7 +267,10 @@ class HierarchyPanel {
     this.bounds = xs.length ? [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)] : [0, 0, 0, 0];
     this.fit();
   }
-  size() { return [this.svg.clientWidth || 400, this.svg.clientHeight || 300]; }
+  size() {   // read once per resize: reading the layout on every frame would force a reflow
+    if (!this._size || !this._size[0]) this._size = [this.svg.clientWidth || 0, this.svg.clientHeight || 0];
+    return [this._size[0] || 400, this._size[1] || 300];
+  }
   fit() {
     const [w, h] = this.size(), [x0, y0, x1, y1] = this.bounds;
     this.zoom.fit(w - 70, h - 24, x0 * DX - BOX_W / 2, y0 * DY - BOX_H / 2, x1 * DX + BOX_W / 2, y1 * DY + BOX_H / 2, 1.5, true);
@@ -425,7 +431,7 @@ function render({ model, el }) {
   bOut.addEventListener('click', () => zoomBoth(1 / 1.5));
   bFit.addEventListener('click', () => { matrix.fit(); hier.fit(); });
   const resize = new ResizeObserver(() => {
-    [matrix, hier].forEach((p) => { if (!p.zoom.user) p.fit(); else p.zoom.request(); });
+    [matrix, hier].forEach((p) => { p._size = null; if (!p.zoom.user) p.fit(); else p.zoom.request(); });
   });
   resize.observe(root);
   redraw();
