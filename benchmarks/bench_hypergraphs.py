@@ -140,9 +140,9 @@ def part2(args):
         same = s['summary'] == c['summary'] and np.array_equal(np.load(path + '.out/store.npy'), np.load(path + '.out/store-in-memory.npy'))
     print(f"   store written by collect_signals in {t_write:.1f} s ({size / 2**20:.0f} MB on disk)")
     print(f"   on the store (SignalSet.open): {s['seconds']:.2f} s; traced peak {s['traced_peak_mb']:.0f} MB; process peak RSS "
-          f"{s['rss_peak_mb']:.0f} MB")
-    print(f"   the same values in memory: {c['seconds']:.2f} s; traced peak {c['traced_peak_mb']:.0f} MB; process peak RSS "
-          f"{c['rss_peak_mb']:.0f} MB; families equal: {same}")
+          f"{s['rss_peak_mb']:.0f} MB ({s['rss_before_mb']:.0f} MB before the call)")
+    print(f"   the same values read into memory: {c['seconds']:.2f} s; traced peak {c['traced_peak_mb']:.0f} MB; process peak RSS "
+          f"{c['rss_peak_mb']:.0f} MB ({c['rss_before_mb']:.0f} MB before the call); families equal: {same}")
     print(f"   ratio store / memory: time {s['seconds'] / c['seconds']:.2f}x, process peak {s['rss_peak_mb'] / c['rss_peak_mb']:.2f}x")
     if not same: raise SystemExit("the family on the store differs from the in-memory family")
 

@@ -152,6 +152,7 @@ def test_click_selects_in_python(page):
 def test_python_selection_highlights(page):
     "Setting `selected` in the kernel highlights the box and the matrix row in the browser."
     v = digits_view(page)
+    v.scroll_into_view_if_needed()
     first = v.locator('.hv-hierarchy-svg .hv-node').first.get_attribute('data-id')
     out = kernel(page, f'digits_view.selected = {first!r}')
     assert 'ERROR' not in out, out
@@ -164,6 +165,7 @@ def test_python_selection_highlights(page):
 def test_matrix_row_click(page):
     "A click on a row label of the matrix selects that equivalence class."
     v = digits_view(page)
+    v.scroll_into_view_if_needed()
     row = v.locator('.hv-matrix-svg .hv-rowlabel[display="inline"]').nth(2)
     label = row.get_attribute('data-id')
     row.click()
@@ -173,13 +175,14 @@ def test_matrix_row_click(page):
 def test_zoom_keeps_labels_readable(page):
     "The wheel zooms the hierarchy around the pointer; the boxes' labels keep their size; a drag pans without selecting."
     v = digits_view(page)
+    v.scroll_into_view_if_needed()
     svg = v.locator('.hv-hierarchy-svg')
     s0 = float(svg.get_attribute('data-scale'))
     label = v.locator('.hv-hierarchy-svg .hv-node text').first
     size0 = label.evaluate('e => getComputedStyle(e).fontSize')
     b = svg.bounding_box()
     page.mouse.move(b['x'] + b['width'] / 2, b['y'] + b['height'] / 3)
-    for _ in range(4): page.mouse.wheel(0, -240); page.wait_for_timeout(120)
+    for _ in range(3): page.mouse.wheel(0, -160); page.wait_for_timeout(120)
     until(page, lambda: float(svg.get_attribute('data-scale')) > s0 * 1.5, what='zoomed in')
     assert label.evaluate('e => getComputedStyle(e).fontSize') == size0
     shot(page, v, 'hyperview_zoomed')

@@ -22,6 +22,7 @@ function div(cls, parent = null, tag = 'div') {
   return e;
 }
 const clamp = (v, lo, hi) => Math.max(lo, Math.min(hi, v));
+const short = (s, n = 28) => (String(s).length > n ? String(s).slice(0, n - 1) + '\u2026' : String(s));
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
 function list(items, n) {
   const shown = items.slice(0, n).join(', ');
@@ -132,11 +133,11 @@ class MatrixPanel {
     });
     this.colText = d.columns.map((c) => {
       const t = svg('text', { class: 'hv-collabel', 'text-anchor': 'start' }, this.colLabels);
-      t.textContent = d.classes[c]; return t;
+      t.textContent = short(d.classes[c]); return t;
     });
     const longest = (arr) => arr.reduce((a, s) => Math.max(a, String(s).length), 0);
     this.ml = clamp(longest(d.nodes.map((x) => x.id)) * 6.6 + 12, 40, 130);
-    this.mt = clamp(longest(d.columns.map((c) => d.classes[c])) * 5.2 + 14, 30, 120);
+    this.mt = clamp(longest(d.columns.map((c) => short(d.classes[c]))) * 5.2 + 14, 30, 130);
     this.n = n; this.m = m;
     this.fit();
   }
@@ -229,12 +230,12 @@ class HierarchyPanel {
   constructor(box, view) {
     this.view = view;
     this.svg = svg('svg', { class: 'hv-svg hv-hierarchy-svg' }, box);
-    this.levels = svg('g', { class: 'hv-levels' }, this.svg);
     this.links = svg('path', { class: 'hv-links' }, this.svg);
     this.heads = svg('path', { class: 'hv-heads' }, this.svg);
     this.selLinks = svg('path', { class: 'hv-links hv-sellinks' }, this.svg);
     this.selHeads = svg('path', { class: 'hv-heads hv-selheads' }, this.svg);
     this.nodesG = svg('g', { class: 'hv-nodes' }, this.svg);
+    this.levels = svg('g', { class: 'hv-levels' }, this.svg);        // above the boxes, on a halo
     this.hint = svg('text', { class: 'hv-hint' }, this.svg);
     this.zoom = new Zoom(this.svg, () => this.place());
   }
@@ -249,7 +250,7 @@ class HierarchyPanel {
       const t = svg('text', { y: -2, 'text-anchor': 'middle' }, g); t.textContent = node.id;
       const sub = svg('text', { y: 10, 'text-anchor': 'middle', class: 'hv-sub' }, g);
       const k = node.edges.length;
-      sub.textContent = k === nAll && nAll > 1 ? `all ${k} classes` : k === 1 ? `{${d.classes[node.edges[0]]}}` : `${k} classes`;
+      sub.textContent = k === nAll && nAll > 1 ? `all ${k} classes` : k === 1 ? `{${short(d.classes[node.edges[0]], 14)}}` : `${k} classes`;
       g.addEventListener('pointerenter', (ev) => this.view.hover(node.id, ev));
       g.addEventListener('pointermove', (ev) => this.view.moveTip(ev));
       g.addEventListener('pointerleave', () => this.view.hover(null));
@@ -345,6 +346,8 @@ function render({ model, el }) {
   div('hv-caption', left).textContent = 'hypergraph: equivalence classes (rows) x classes (columns)';
   div('hv-caption', right).textContent = 'semantic hierarchy (eq. 18): general above specific';
   const tip = div('hv-tip', root);
+  const empty = div('hv-empty', root);
+  empty.textContent = 'empty hypergraph: no singular vector is significant for any class (lower q or p)';
   const images = {}, asked = new Set();
   const view = {
     selected: model.get('selected'), hovered: null, tipFor: null,
@@ -403,6 +406,7 @@ function render({ model, el }) {
     title.textContent = model.get('title') || '';
     root.style.setProperty('--hv-height', (model.get('height') || 520) + 'px');
     matrix.setData(data); hier.setData(data);
+    empty.style.display = data.nodes.length ? 'none' : 'block';
     view.selected = model.get('selected');
     mark();
     root.dataset.nodes = data.nodes.length; root.dataset.columns = data.columns.length;
