@@ -94,7 +94,7 @@ def npm_package(name:str,     # npm package name
 def vendor_assets(static:Path, # the site's _static folder
                   cache:Path=None, # the npm cache (default `assets_cache()`)
                  )->dict:      # 'require', 'widgets', 'mathjax' -> URL relative to the site
-    "Copy the scripts pages need (require.js, the widgets HTML manager, MathJax) into the site."
+    "Copy the scripts pages need (require.js, the widgets HTML manager, anywidget, MathJax) into the site."
     static = Path(static)
     for name, (version, patterns) in ASSETS.items():
         src, dest = npm_package(name, version, cache), static/name.split('/')[-1]
@@ -103,8 +103,11 @@ def vendor_assets(static:Path, # the site's _static folder
                 if f.is_file() and not f.name.endswith('.map'):
                     (dest/f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(f, dest/f.relative_to(src))
+    import anywidget                      # anywidget's front end as an AMD module, from its PyPI package
+    (static/'anywidget').mkdir(parents=True, exist_ok=True)
+    shutil.copy2(Path(anywidget.__file__).parent/'nbextension'/'index.js', static/'anywidget'/'index.js')
     return {'require': '_static/requirejs/require.js', 'widgets': '_static/html-manager/dist/embed-amd.js',
-            'mathjax': '_static/mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe'}
+            'mathjax': '_static/mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe', 'anywidget': '_static/anywidget/index'}
 
 # %% ../nbs/13_docs.ipynb #26f5e030
 _LOCAL = re.compile(r'''(href|src)=(["'])(?![a-z][a-z0-9+.-]*:|#|//)([^"'#?]+)([^"']*)\2''', re.I)
@@ -136,14 +139,18 @@ def _contents(pages:list)->str:
 def exporter(urls:dict):
     "nbconvert's HTML exporter (lab template, no prompts) loading scripts from `urls` (see `vendor_assets`)."
     from nbconvert import HTMLExporter
-    return HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True,
-                        require_js_url=urls['require'], widget_renderer_url=urls['widgets'], mathjax_url=urls['mathjax'])
+    exp = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True,
+                       require_js_url=urls['require'], widget_renderer_url=urls['widgets'], mathjax_url=urls['mathjax'])
+    exp.anywidget_url = urls['anywidget']   # where pages load anywidget's module from (see `_render`)
+    return exp
 
 # %% ../nbs/13_docs.ipynb #99181062
 def _render(nb, exp, page:str, pages:list, src:Path, out:Path, names:set)->str:
     "One notebook's page: rendered, links made local, the navigation bar (and on the index, the contents) added."
     body, _ = exp.from_notebook_node(reader_view(nb), resources={'metadata': {'name': page[:-5]}})
     body = local_links(body, src, out, names)
+    amd = f"<script>window.requirejs && requirejs.config({{paths: {{anywidget: '{exp.anywidget_url}'}}}});</script>"
+    body = body.replace(f'<script src="{exp.require_js_url}"></script>', f'<script src="{exp.require_js_url}"></script>{amd}', 1)
     if page == 'index.html':
         body = body.replace('</main>', _contents(pages) + '</main>', 1) if '</main>' in body else body.replace('</body>', _contents(pages) + '</body>', 1)
     return re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + _nav(pages, page), body, count=1)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_report.ipynb #c5a65fe1
 from __future__ import annotations
-import base64, difflib, html, importlib, io, json, math, os, re, sys, time, traceback
+import base64, html, importlib, importlib.util, io, json, math, os, re, sys, tempfile, time, traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +14,7 @@ import numpy as np, pandas as pd, torch
 import torch.nn as nn
 import matplotlib.pyplot as plt
 
+from .core import close_matches
 from .models import default_model, digits_dataset, image_folder, IMAGENET_MEAN, IMAGENET_STD
 from .matrization import singular_value_counts
 from .esd import alpha_hat_summary, plot_layer_alphas
@@ -22,21 +23,19 @@ from . import hypergraphs as hg, featurevis as fv, influential as inf
 from .explorers import Analysis, figure_png, plot_layer_esds, _is_conv
 
 # %% auto #0
-__all__ = ['SECTIONS', 'ReportInputError', 'torchvision_names', 'load_model', 'load_data', 'Section', 'HTMLDoc', 'ReportResult',
-           'report_layers', 'build_report']
+__all__ = ['SECTIONS', 'ReportInputError', 'torchvision_names', 'find_factory', 'load_model', 'load_data', 'check_out', 'Section',
+           'HTMLDoc', 'ReportResult', 'report_layers', 'build_report']
 
 # %% ../nbs/12_report.ipynb #c5c2add3
 class ReportInputError(ValueError):
     "Bad command-line input (unknown model, missing weights, unreadable data): the CLI exits with status 2."
 
-def _close_matches(word:str, words:Sequence[str], n:int=4)->str:
-    m = difflib.get_close_matches(word, list(words), n=n, cutoff=0.6)
-    return f"; close matches: {', '.join(m)}" if m else ''
-
-def _load_state_dict(path)->dict:
+# %% ../nbs/12_report.ipynb #153aca6d
+def _state_dict(path)->dict:
     "A state dict from `path` (torch.load with weights_only=True), unwrapping {'state_dict': ...} and 'module.' prefixes."
     p = Path(path).expanduser()
-    if not p.is_file(): raise ReportInputError(f"weights file {p} does not exist" if not p.exists() else f"weights path {p} is not a file")
+    if p.is_dir(): raise ReportInputError(f"weights path {p} is a directory: give the state dict file itself")
+    if not p.is_file(): raise ReportInputError(f"weights file {p} does not exist")
     try: sd = torch.load(p, map_location='cpu', weights_only=True)
     except Exception as e: raise ReportInputError(f"cannot read weights file {p} as a state dict (torch.load(weights_only=True)): {e}") from None
     for key in ('state_dict', 'model_state_dict', 'model'):
@@ -46,69 +45,113 @@ def _load_state_dict(path)->dict:
     if sd and all(k.startswith('module.') for k in sd): sd = {k[len('module.'):]: v for k, v in sd.items()}
     return sd
 
+# %% ../nbs/12_report.ipynb #ee90810d
 def _apply_weights(model:nn.Module, sd:dict, where:str)->nn.Module:
+    "`model` with the state dict `sd` loaded strictly (a clear error when it does not fit)."
     try: model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise ReportInputError(f"the weights in {where} do not fit {type(model).__name__}: {str(e).splitlines()[0]} "
-                               f"{' '.join(str(e).split())[:400]}") from None
+        raise ReportInputError(f"the weights in {where} do not fit {type(model).__name__}: {' '.join(str(e).split())[:500]}") from None
     return model
 
+# %% ../nbs/12_report.ipynb #c4130337
 def torchvision_names()->list:
     "The classification architectures torchvision can build."
     import torchvision
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
-def load_model(spec:str=None,          # None, a torchvision name, 'package.module:Factory' or a saved-model file
+# %% ../nbs/12_report.ipynb #20b7c445
+def _module_of(where:str):
+    "The module `where` names: an importable dotted name or a .py file."
+    if where.endswith('.py') or os.sep in where:
+        p = Path(where).expanduser()
+        if not p.is_file(): raise ReportInputError(f"factory file {p} does not exist")
+        spec = importlib.util.spec_from_file_location(p.stem, p); mod = importlib.util.module_from_spec(spec)
+        try: spec.loader.exec_module(mod)
+        except Exception as e: raise ReportInputError(f"running {p} failed: {type(e).__name__}: {e}") from None
+        return mod
+    try: return importlib.import_module(where)
+    except ImportError as e: raise ReportInputError(f"cannot import {where}: {e}") from None
+
+# %% ../nbs/12_report.ipynb #4e303e1d
+def find_factory(spec:str)->Callable:
+    "The callable named by 'package.module:attr[.attr]' or 'file.py:attr'."
+    where, _, attr = spec.rpartition(':')
+    if not where or not attr: raise ReportInputError(f"a factory is 'package.module:name' or 'file.py:name', got {spec!r}")
+    obj = _module_of(where)
+    for part in attr.split('.'):
+        if not hasattr(obj, part):
+            raise ReportInputError(f"{where} has no attribute {part!r}; {close_matches(part, [n for n in dir(obj) if not n.startswith('_')])}")
+        obj = getattr(obj, part)
+    if not callable(obj): raise ReportInputError(f"{spec} is a {type(obj).__name__}, not a callable that builds a model")
+    return obj
+
+# %% ../nbs/12_report.ipynb #beae6936
+def _call_factory(spec:str, model_args:dict)->nn.Module:
+    "factory(**model_args), with its failure a clear error."
+    factory = find_factory(spec)
+    try: model = factory(**model_args)
+    except Exception as e:
+        args = ', '.join(f'{k}={v!r}' for k, v in model_args.items())
+        raise ReportInputError(f"{spec}({args}) raised {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module): raise ReportInputError(f"{spec}() returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+# %% ../nbs/12_report.ipynb #1f18ce28
+def _model_file(p:Path, trust_pickle:bool)->nn.Module:
+    "A whole model saved with torch.save(model)."
+    if p.is_dir(): raise ReportInputError(f"model path {p} is a directory: give a model file, a torchvision name or 'package.module:factory'")
+    if not p.is_file(): raise ReportInputError(f"model file {p} does not exist")
+    try: obj = torch.load(p, map_location='cpu', weights_only=True)
+    except Exception as e:
+        if not trust_pickle:
+            raise ReportInputError(f"{p} is not a plain state dict (torch.load(weights_only=True) refused it: {str(e).splitlines()[0][:200]}); "
+                                   "if it is a whole model saved with torch.save(model) and you trust the file, pass --trust-pickle "
+                                   "(unpickling runs code from the file)") from None
+        obj = torch.load(p, map_location='cpu', weights_only=False)
+    if isinstance(obj, dict): raise ReportInputError(f"{p} holds a state dict, not a model: pass --model ARCHITECTURE --weights {p}")
+    if not isinstance(obj, nn.Module): raise ReportInputError(f"{p} holds a {type(obj).__name__}, not a torch nn.Module")
+    return obj
+
+# %% ../nbs/12_report.ipynb #7afe778a
+def _torchvision(spec:str, sd:dict|None, num_classes:int|None, model_args:dict)->nn.Module:
+    "A torchvision architecture, its number of classes read from the state dict unless given."
+    names = torchvision_names()
+    if spec not in names:
+        raise ReportInputError(f"unknown model {spec!r}: not a torchvision architecture, an existing file or 'package.module:factory'; "
+                               + close_matches(spec, names))
+    import torchvision
+    if num_classes is None and sd is not None:
+        mats = [v for v in sd.values() if v.dim() == 2]
+        num_classes = mats[-1].shape[0] if mats else None
+    kw = dict(model_args, **({} if num_classes is None else dict(num_classes=int(num_classes))))
+    if spec in ('googlenet', 'inception_v3'): kw = dict(dict(aux_logits=False, init_weights=False), **kw)
+    try: return torchvision.models.get_model(spec, weights=None, **kw)
+    except (TypeError, ValueError) as e: raise ReportInputError(f"torchvision {spec}({kw}) failed: {e}") from None
+
+# %% ../nbs/12_report.ipynb #c83c282c
+def load_model(spec:str=None,          # None, a torchvision name, 'package.module:factory', 'file.py:factory' or a saved-model file
                weights:str=None,        # state dict file (torch.save(model.state_dict()))
                num_classes:int=None,    # torchvision: number of classes (default: from the weights, else 1000)
                trust_pickle:bool=False, # allow unpickling a whole saved model (runs code from the file)
+               model_args:dict=None,    # keyword arguments of the factory (or of torchvision's builder)
               )->tuple:                 # (model in eval mode, one-line description)
     "The model a command line names, with its weights."
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise ReportInputError(f"--num-classes must be a positive integer, got {num_classes!r}")
+    model_args = dict(model_args or {})
     if spec is None or spec in ('default', 'digits'):
-        if weights is not None: raise ReportInputError("--weights needs --model: the default model carries its own weights")
+        if weights is not None or model_args: raise ReportInputError("--weights and --model-args need --model: the default model carries its own weights")
         return default_model(), "the embedded default model (the paper's network N, trained on the scikit-learn digits)"
     p = Path(spec).expanduser()
-    if p.suffix in ('.pt', '.pth', '.pkl', '.bin') or p.exists():
-        if not p.is_file(): raise ReportInputError(f"model file {p} does not exist")
-        try: obj = torch.load(p, map_location='cpu', weights_only=True)
-        except Exception as e:
-            if not trust_pickle:
-                raise ReportInputError(f"{p} is not a plain state dict (torch.load(weights_only=True) refused it: "
-                                       f"{str(e).splitlines()[0][:200]}); if it is a whole model saved with torch.save(model) "
-                                       "and you trust the file, pass --trust-pickle (unpickling runs code from the file)") from None
-            obj = torch.load(p, map_location='cpu', weights_only=False)
-        if isinstance(obj, dict):
-            raise ReportInputError(f"{p} holds a state dict, not a model: pass --model ARCHITECTURE --weights {p}")
-        if not isinstance(obj, nn.Module): raise ReportInputError(f"{p} holds a {type(obj).__name__}, not a torch nn.Module")
-        model, desc = obj, f"{type(obj).__name__} loaded from {p}"
-        if weights is not None: _apply_weights(model, _load_state_dict(weights), weights)
-        return model.eval(), desc
-    if ':' in spec:
-        mod, _, attr = spec.partition(':')
-        try: factory = getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as e: raise ReportInputError(f"cannot import {spec}: {e}") from None
-        model = factory()
-        if not isinstance(model, nn.Module): raise ReportInputError(f"{spec}() returned a {type(model).__name__}, not an nn.Module")
-        desc = f"{type(model).__name__} from {spec}"
+    if ':' in spec and not p.exists(): model, desc = _call_factory(spec, model_args), f"{spec}({', '.join(f'{k}={v!r}' for k, v in model_args.items())})"
+    elif p.suffix in ('.pt', '.pth', '.pkl', '.bin') or p.exists(): model, desc = _model_file(p, trust_pickle), f"loaded from {p}"
     else:
-        names = torchvision_names()
-        if spec not in names:
-            raise ReportInputError(f"unknown model {spec!r}: not a torchvision architecture, an existing file or "
-                                   f"'package.module:Factory'{_close_matches(spec, names)}")
-        import torchvision
-        sd = _load_state_dict(weights) if weights is not None else None
-        if num_classes is None and sd is not None:
-            mats = [v for v in sd.values() if v.dim() == 2]
-            num_classes = mats[-1].shape[0] if mats else None
-        kw = {} if num_classes is None else dict(num_classes=int(num_classes))
-        kw.update(dict(aux_logits=False, init_weights=False) if spec in ('googlenet', 'inception_v3') else {})
-        try: model = torchvision.models.get_model(spec, weights=None, **kw)
-        except TypeError: model = torchvision.models.get_model(spec, weights=None, **{k: v for k, v in kw.items() if k == 'num_classes'})
+        sd = _state_dict(weights) if weights is not None else None
+        model = _torchvision(spec, sd, num_classes, model_args)
         if sd is not None: _apply_weights(model, sd, weights)
-        desc = f"torchvision {spec}" + (f" with weights from {weights}" if weights else " (random initialisation: no --weights given)")
-        return model.eval(), desc
-    if weights is not None: _apply_weights(model, _load_state_dict(weights), weights)
-    return model.eval(), desc
+        return model.eval(), f"torchvision {spec}" + (f" with weights from {weights}" if weights else " (random initialisation: no --weights given)")
+    if weights is not None: _apply_weights(model, _state_dict(weights), weights)
+    return model.eval(), f"{type(model).__name__} {desc}" + (f" with weights from {weights}" if weights else '')
 
 # %% ../nbs/12_report.ipynb #199c0968
 class _Subset(torch.utils.data.Dataset):
@@ -161,6 +204,20 @@ def load_data(spec:str='digits',       # 'digits' or an image folder root/<class
     test, train = _subsample(test, max_images), (None if train is None else _subsample(train, max_images))
     if len(test) < n0: desc += f" (an evenly spread {len(test)} of them kept)"
     return test, train, desc
+
+# %% ../nbs/12_report.ipynb #e5235ab5
+def check_out(out)->Path:
+    "The report's path, refused early when it cannot be written."
+    out = Path(out).expanduser()
+    if out.is_dir(): raise ReportInputError(f"--out {out} is a directory: give a file name ending in .html")
+    if out.suffix.lower() not in ('.html', '.htm'): raise ReportInputError(f"--out must end in .html, got {out}")
+    parent = out.parent
+    if not parent.exists(): raise ReportInputError(f"the folder of --out ({parent}) does not exist")
+    if not parent.is_dir(): raise ReportInputError(f"the folder of --out ({parent}) is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix='.convsvd-probe-'); os.close(fd); os.unlink(probe)
+    except OSError as e: raise ReportInputError(f"cannot write in {parent} ({e.strerror}): choose another --out") from None
+    return out
 
 # %% ../nbs/12_report.ipynb #435a92fb
 _CSS = """
@@ -382,9 +439,7 @@ def build_report(model:nn.Module,        # the network
                 )->ReportResult:
     "Run the framework on `model` and `data` and write one self-contained HTML report to `out` (atomically)."
     t0 = time.perf_counter()
-    out = Path(out).expanduser()
-    if out.suffix.lower() not in ('.html', '.htm'): raise ReportInputError(f"the report is HTML: give an --out ending in .html, got {out}")
-    if not out.parent.exists(): raise ReportInputError(f"the folder of {out} does not exist")
+    out = check_out(out)
     an = Analysis(model, data, train=train, layers=layers).check_data()
     ctx = dict(layers=report_layers(an, layers, quick), quick=quick, q=q, p=p, k=k, k_top=k_top, k_prime=k_prime,
                steps=steps, preprocess=preprocess, progress=progress)

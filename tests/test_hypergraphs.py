@@ -9,13 +9,15 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import hypernetx as hnx
-from hypothesis import given, settings, HealthCheck, strategies as st
+from hypothesis import assume, given, settings, HealthCheck, strategies as st
 
 from convsvd.signals import SignalSet
 from convsvd.hypergraphs import (significance, significance_fractions, significance_threshold, layer_hypergraph,
                                  image_significance, image_hypergraph, to_hypergraph, incidence_table,
                                  equivalence_classes, containment_order, semantic_hierarchy, hypergraph_family,
+                                 hierarchy_layout, node_exemplars, hierarchy_exemplars,
                                  plot_hypergraph, plot_semantic_hierarchy, plot_hypergraph_hierarchy)
 
 SETTINGS = dict(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -36,9 +38,24 @@ def signal_sets(draw):
 percent = st.one_of(st.sampled_from([50., 75., 100., 100 / 3, 12.5, 66.7, 1e-9]), st.floats(1e-6, 100.))
 
 
+class ClassAtATime(SignalSet):
+    "A SignalSet read as a store is: a class or a block at a time, never a whole layer; records the most rows handed out."
+    most = 0
+    def __getitem__(self, layer): raise AssertionError(f'read the whole layer {layer!r}')
+    def _hand(self, rows): self.most = max(self.most, len(rows)); return rows
+    def class_rows(self, layer, c): return self._hand(self._signals[layer][self.labels == c])
+    def iter_rows(self, layer, chunk=3):
+        for s in range(0, len(self), chunk): yield s, self._hand(self._signals[layer][s:s + chunk])
+    def quantile(self, layer, q): return np.quantile(self._signals[layer], q)
+
+
+def guarded(ss):
+    return ClassAtATime({k: ss[k] for k in ss.layers}, ss.labels, classes=ss.classes)
+
+
 def direct(ss, thr, p):
     "The definition: v_i significant for C when #{X in C: sigma(X)_i > thr} >= p% of |C|, by loops, exactly."
-    a, out = ss['L'], []
+    a, out = ss['L'].astype(np.float64), []
     for c in range(len(ss.classes)):
         rows = a[ss.labels == c]
         out.append([Fraction(int((rows[:, i] > thr).sum())) * 100 >= Fraction(p) * len(rows) for i in range(a.shape[1])])
@@ -48,7 +65,7 @@ def direct(ss, thr, p):
 @settings(**SETTINGS)
 @given(ss=signal_sets(), q=st.floats(0, 1), p=percent)
 def test_incidence_equals_definition_quantile(ss, q, p):
-    inc = significance(ss, 'L', q, p)
+    inc = significance(ss, 'L', q=q, p=p)
     thr = np.quantile(ss['L'], q)
     assert inc.attrs['threshold'] == pytest.approx(thr)
     np.testing.assert_array_equal(inc.to_numpy(), direct(ss, inc.attrs['threshold'], p))
@@ -59,9 +76,9 @@ def test_incidence_equals_definition_quantile(ss, q, p):
 @settings(**SETTINGS)
 @given(ss=signal_sets(), t=st.sampled_from([-2., -0.5, 0., 0.5, 1., 1.25]), p=percent)
 def test_incidence_equals_definition_value(ss, t, p):
-    inc = significance(ss, 'L', t, p, q_is_quantile=False)
+    inc = significance(ss, 'L', threshold=t, p=p)
     np.testing.assert_array_equal(inc.to_numpy(), direct(ss, t, p))
-    frac = significance_fractions(ss, 'L', t, q_is_quantile=False)
+    frac = significance_fractions(ss, 'L', threshold=t)
     a = ss['L']
     want = [[np.mean(a[ss.labels == c, i] > t) for i in range(a.shape[1])] for c in range(len(ss.classes))]
     np.testing.assert_allclose(frac.to_numpy(), want)
@@ -74,8 +91,8 @@ def test_family_matches_significance_and_hypergraphs(ss, qs, ps):
     fam = hypergraph_family(ss, 'L', qs, ps)
     assert len(fam.summary) == len(qs) * len(ps)
     for row in fam.summary.itertuples():
-        inc = significance(ss, 'L', row.q, row.p)
-        np.testing.assert_array_equal(fam.matrix(row.q, row.p), inc.to_numpy())
+        inc = significance(ss, 'L', q=row.q, p=row.p)
+        np.testing.assert_array_equal(fam.matrix(q=row.q, p=row.p), inc.to_numpy())
         H = to_hypergraph(inc)
         G = semantic_hierarchy(H)
         depth = nx.dag_longest_path_length(G) + 1 if len(G) else 0
@@ -182,13 +199,23 @@ def test_bad_p(ss, p):
         hypergraph_family(ss, 'conv', [0.5], [50, p])
 
 
-def test_q_value_mode(ss):
-    with pytest.raises(ValueError, match='finite threshold'):
-        significance(ss, 'conv', np.inf, 75, q_is_quantile=False)
+def test_threshold_instead_of_q(ss):
+    with pytest.raises(ValueError, match='finite signal value'):
+        significance(ss, 'conv', threshold=np.inf)
+    for f in (significance, significance_fractions, layer_hypergraph, significance_threshold):
+        with pytest.raises(TypeError, match='not both'):
+            f(ss, 'conv', q=0.5, threshold=1.0)
+        with pytest.raises(TypeError, match='give either q='):
+            f(ss, 'conv')
+    with pytest.raises(TypeError, match='not both'):
+        hypergraph_family(ss, 'conv', qs=[0.5], thresholds=[1.0])
     # any finite value is fine as a threshold, also outside [0, 1]
-    assert significance(ss, 'conv', 3.0, 75, q_is_quantile=False).to_numpy().sum() > 0
-    assert significance_threshold(ss, 'conv', 3.0, q_is_quantile=False) == 3.0
-    assert significance_threshold(ss, 'conv', 0.5) == pytest.approx(np.median(ss['conv']))
+    assert significance(ss, 'conv', threshold=3.0).to_numpy().sum() > 0
+    assert significance_threshold(ss, 'conv', threshold=3.0) == 3.0
+    assert significance_threshold(ss, 'conv', q=0.5) == pytest.approx(np.median(ss['conv']))
+    t = significance_threshold(ss, 'conv', q=0.7)
+    assert significance(ss, 'conv', threshold=t).equals(significance(ss, 'conv', q=0.7))
+    assert significance(ss, 'conv', q=0.7).attrs == {'layer': 'conv', 'q': 0.7, 'p': 75.0, 'threshold': t}
 
 
 def test_uncollected_layer(ss):
@@ -198,6 +225,15 @@ def test_uncollected_layer(ss):
             f()
     with pytest.raises(TypeError, match='SignalSet'):
         significance({'conv': ss['conv']}, 'conv', 0.5)
+
+
+def test_non_finite_signals():
+    a = np.ones((6, 2)); a[4, 1] = np.nan
+    ss = SignalSet({'L': a}, labels=[0, 0, 0, 1, 1, 1], classes=['a', 'b'])
+    with pytest.raises(ValueError, match="non-finite signals"):
+        significance(ss, 'L', threshold=0.5)
+    with pytest.raises(ValueError, match="non-finite"):
+        hypergraph_family(ss, 'L', [0.5], [75])
 
 
 def test_empty_class():
@@ -210,9 +246,41 @@ def test_empty_class():
     assert inc.index.tolist() == ['a', 'c']
     np.testing.assert_array_equal(inc.to_numpy(), [[False] * 3, [True] * 3])
     fam = hypergraph_family(ss, 'L', [0.5], [75], empty_classes='drop')
-    assert fam.incidence(0.5, 75).equals(inc)
+    assert fam.incidence(q=0.5, p=75).equals(inc)
     with pytest.raises(ValueError, match="'raise' or 'drop'"):
         significance(ss, 'L', 0.5, empty_classes='keep')
+
+
+@settings(**SETTINGS)
+@given(ss=signal_sets(), q=st.floats(0, 1), p=percent, pick=st.lists(st.integers(0, 40), min_size=1, max_size=4, unique=True))
+def test_stored_path_equals_memory(ss, q, p, pick):
+    "Read a class or a block at a time (as a store is) and never a whole layer: the same tables, families and images."
+    g = guarded(ss)
+    pd.testing.assert_frame_equal(significance(g, 'L', q, p), significance(ss, 'L', q, p))
+    pd.testing.assert_frame_equal(significance_fractions(g, 'L', q), significance_fractions(ss, 'L', q))
+    assert significance_threshold(g, 'L', q=q) == significance_threshold(ss, 'L', q=q)
+    assert layer_hypergraph(g, 'L', q, p).incidence_dict == layer_hypergraph(ss, 'L', q, p).incidence_dict
+    fg, fm = hypergraph_family(g, 'L', [q, 0.5], [p, 75]), hypergraph_family(ss, 'L', [q, 0.5], [p, 75])
+    pd.testing.assert_frame_equal(fg.summary, fm.summary)
+    pick = [i for i in pick if i < len(ss)]
+    assume(pick)
+    pd.testing.assert_frame_equal(image_significance(g, 'L', pick, q=q), image_significance(ss, 'L', pick, q=q))
+    assert g.most <= max(3, ss.class_counts().max())          # one class (or one block of 3) at a time
+
+
+@pytest.mark.skipif(not hasattr(SignalSet, 'open'), reason='needs the stored SignalSet (SignalSet.open)')
+def test_real_store_equals_memory(tmp_path):
+    "A store written by collect_signals gives the hypergraphs of the in-memory SignalSet of the same run."
+    from convsvd.models import default_model, digits_dataset
+    from convsvd.signals import collect_signals
+    model, data = default_model(), digits_dataset(train=False)
+    mem = collect_signals(model, data, layers=['conv2', 'fc1'], progress=False)
+    st_ = collect_signals(model, data, layers=['conv2', 'fc1'], progress=False, store=tmp_path / 'store')
+    for L in ('conv2', 'fc1'):
+        pd.testing.assert_frame_equal(significance(st_, L, 0.85), significance(mem, L, 0.85))
+        pd.testing.assert_frame_equal(hypergraph_family(st_, L, [0.8, 0.9], [50, 75]).summary,
+                                      hypergraph_family(mem, L, [0.8, 0.9], [50, 75]).summary)
+        pd.testing.assert_frame_equal(image_significance(st_, L, [3, 400, 7]), image_significance(mem, L, [3, 400, 7]))
 
 
 def test_nothing_significant(ss):
@@ -221,13 +289,14 @@ def test_nothing_significant(ss):
     assert H.shape == (0, 0)
     assert len(equivalence_classes(H)) == 0 and len(semantic_hierarchy(H)) == 0
     assert semantic_hierarchy(H).graph['depth'] == 0
+    assert len(hierarchy_layout(semantic_hierarchy(H))) == 0
     fig = plot_hypergraph(H)
     assert isinstance(fig, plt.Figure) and 'empty hypergraph' in ' '.join(t.get_text() for t in fig.axes[0].texts)
     plt.close(fig)
     fig = plot_semantic_hierarchy(H)
     assert 'no semantic hierarchy' in ' '.join(t.get_text() for ax in fig.axes for t in ax.texts)
     plt.close(fig)
-    fig = plot_hypergraph_hierarchy(ss, 'conv', q=1.0, p=75)
+    fig = plot_hypergraph_hierarchy(H)
     assert isinstance(fig, plt.Figure)
     plt.close(fig)
     row = hypergraph_family(ss, 'conv', [1.0], [75]).summary.iloc[0]
@@ -235,20 +304,30 @@ def test_nothing_significant(ss):
 
 
 def test_everything_significant(ss):
-    H = layer_hypergraph(ss, 'conv', q=ss['conv'].min() - 1, p=100, q_is_quantile=False)
+    H = layer_hypergraph(ss, 'conv', threshold=ss['conv'].min() - 1, p=100)
     assert H.shape == (6, 4)
     eq = equivalence_classes(H)
     assert eq.index.tolist() == ['v0 (6)'] and set(eq.iloc[0]['edges']) == {'zero', 'one', 'two', 'three'}
     G = semantic_hierarchy(H)
     assert list(G.nodes) == ['v0 (6)'] and G.number_of_edges() == 0 and G.graph['depth'] == 1
-    fig = plot_hypergraph(H); plt.close(fig)
+    fig = plot_hypergraph(H)        # one node in every class: one row with a dot per class, not concentric bands
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ['v0 (6)']
+    assert sorted(t.get_text() for t in ax.get_xticklabels()) == sorted(['zero', 'one', 'two', 'three'])
+    assert len(ax.collections[1].get_offsets()) == 4
+    plt.close(fig)
+    fig = plot_hypergraph(H, style='bands')
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert 'all 4 classes' in texts and not texts & {'zero', 'one', 'two', 'three'}    # one band, not four
+    plt.close(fig)
 
 
 def test_image_hypergraph(ss):
     thr = np.quantile(ss['conv'], 0.5)
-    inc = image_significance(ss, 'conv', [0, 25], q=0.5)
+    inc = image_significance(ss, 'conv', [0, 25])                 # figure 10's median by default
     np.testing.assert_array_equal(inc.to_numpy(), ss['conv'][[0, 25]] > thr)
-    assert inc.index.tolist() == ['#0 (zero)', '#25 (two)']
+    assert inc.index.tolist() == ['#0 (zero)', '#25 (two)'] and inc.attrs['q'] == 0.5
+    np.testing.assert_array_equal(image_significance(ss, 'conv', [25, 0], threshold=1.0).to_numpy(), ss['conv'][[25, 0]] > 1)
     H = image_hypergraph(ss, 'conv', [0, 25], q=0.5, names=['first', 'second'])
     assert set(H.edges) <= {'first', 'second'}
     with pytest.raises(IndexError, match=r'\[0, 40\)'):
@@ -263,18 +342,33 @@ def test_image_hypergraph(ss):
 
 def test_family_lookup_and_lazy(ss):
     fam = hypergraph_family(ss, 'conv', [0.5, 0.75], [50, 75, 100])
-    many = hypergraph_family(ss, 'conv', [0.1, 0.5, 0.75, 0.9, 1.0], [75])    # one sort serves many levels
+    many = hypergraph_family(ss, 'conv', [0.1, 0.5, 0.75, 0.9, 1.0], [75])
     np.testing.assert_array_equal(many.thresholds, [ss.quantile('conv', q) for q in [0.1, 0.5, 0.75, 0.9, 1.0]])
-    assert len(fam) == 6 and list(fam)[0] == (0.5, 50)
+    assert len(fam) == 6 and list(fam)[0] == {'q': 0.5, 'p': 50.0}
     assert set(fam.summary.columns) >= {'q', 'p', 'threshold', 'nodes', 'edges', 'equivalence_classes', 'depth'}
     H = fam.hypergraph(0.75, 75)
-    assert isinstance(H, hnx.Hypergraph)
+    assert isinstance(H, hnx.Hypergraph) and H.name == 'conv (75% quantile, 75% majority)'
     assert H.incidence_dict == layer_hypergraph(ss, 'conv', 0.75, 75).incidence_dict
     with pytest.raises(KeyError, match='not in this family'):
         fam.incidence(0.6, 75)
+    with pytest.raises(TypeError, match='give q='):
+        fam.incidence(threshold=1.0, p=75)
+    byval = hypergraph_family(ss, 'conv', thresholds=[1.0, 2.0], ps=[75])
+    assert 'q' not in byval.summary and list(byval)[1] == {'threshold': 2.0, 'p': 75.0}
+    assert byval.incidence(threshold=1.0, p=75).equals(significance(ss, 'conv', threshold=1.0))
+    with pytest.raises(TypeError, match='grid of thresholds'):
+        byval.matrix(q=0.5, p=75)
     fig = fam.plot(); assert isinstance(fig, plt.Figure); plt.close(fig)
-    with pytest.raises(KeyError, match='summary column'):
-        fam.plot(values=['width'])
+    fig = byval.plot('nodes'); plt.close(fig)
+
+
+def test_family_plot_checks_before_opening_a_figure(ss):
+    fam = hypergraph_family(ss, 'conv', [0.5, 0.75], [50, 75])
+    before = plt.get_fignums()
+    for bad in (['width'], ['nodes', 'q'], []):
+        with pytest.raises(KeyError, match='summary column'):
+            fam.plot(values=bad)
+    assert plt.get_fignums() == before                          # no figure leaked
 
 
 def test_monotone_in_q_and_p(ss):
@@ -283,31 +377,80 @@ def test_monotone_in_q_and_p(ss):
     assert (np.diff(t, axis=0) <= 0).all() and (np.diff(t, axis=1) <= 0).all()
 
 
+@settings(**SETTINGS)
+@given(inc=incidences, width=st.one_of(st.none(), st.integers(1, 4)))
+def test_hierarchy_layout(inc, width):
+    G = semantic_hierarchy(inc)
+    assume(len(G) > 0)
+    lay = hierarchy_layout(G, max_width=width)
+    assert sorted(lay.index) == sorted(G.nodes)
+    assert all(lay.loc[a, 'y'] < lay.loc[b, 'y'] for a, b in G.edges)          # every arrow points down
+    assert all(lay.loc[n, 'level'] == d['level'] for n, d in G.nodes(data=True))
+    per_row = lay.groupby('y').size()
+    assert width is None or per_row.max() <= width
+    assert not lay.duplicated(['x', 'y']).any()                                # no two classes in one place
+
+
 def test_plots_return_figures(ss):
     H = layer_hypergraph(ss, 'conv', q=0.6, p=75)
     for collapse in (True, False):
-        fig = plot_hypergraph(H, collapse=collapse)
+        fig = plot_hypergraph(H, collapse=collapse, style='bands')
         labels = {t.get_text() for t in fig.axes[0].texts}
         assert ('v0 (1)' in labels) == collapse
         plt.close(fig)
     fig = plot_semantic_hierarchy(H)
     texts = ' '.join(t.get_text() for ax in fig.axes for t in ax.texts)
     assert all(lab in texts for lab in ['v2 (1)', 'v0 (1)', 'v1 (1)'])
+    assert 'all 4 classes' in texts and '{zero}' in texts and ('{zero, one}' in texts or '{one, zero}' in texts)  # class names
     plt.close(fig)
+    with pytest.raises(TypeError, match='never runs the model'):
+        plot_hypergraph_hierarchy(ss, 'conv', 0.6, 75)
+    with pytest.raises(TypeError, match='hierarchy_exemplars'):
+        plot_semantic_hierarchy(H, ss)
+    with pytest.raises(ValueError, match="style must be"):
+        plot_hypergraph(H, style='rubber')
+
+
+class Normalised(torch.utils.data.Dataset):
+    "Random RGB images in [0, 1] returned through a torchvision Normalize, as ImageNet pipelines do."
+    def __init__(self, n=12):
+        import torchvision.transforms as T
+        g = torch.Generator().manual_seed(0)
+        self.raw, self.labels = torch.rand(n, 3, 6, 6, generator=g), [i % 3 for i in range(n)]
+        self.transform = T.Compose([T.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))])
+    def __len__(self): return len(self.raw)
+    def __getitem__(self, i): return self.transform(self.raw[i]), self.labels[i]
+
+
+def test_exemplars_in_real_colours():
+    data = Normalised()
+    a = np.random.default_rng(1).normal(size=(len(data), 4))
+    ss = SignalSet({'L': a}, data.labels, classes=['cat', 'dog', 'fox'])
+    ex = node_exemplars(ss, 'L', ['v1', 2], data, classes=['dog'], k=2)
+    want = np.argsort(-(a[:, 1] + a[:, 2]) + 1e9 * (np.array(data.labels) != 1))[:2]   # the best two dogs
+    assert ex['index'] == want.tolist() and ex['classes'] == ['dog', 'dog'] and ex['maps'] is None
+    for img, i in zip(ex['images'], ex['index']):
+        np.testing.assert_allclose(img, data.raw[i].permute(1, 2, 0).numpy(), atol=1e-6)   # the normalisation undone
 
 
 def test_default_model_figures():
-    "Figure 6 on the real default model: exemplary images and signal maps beside each equivalence class."
+    "Figure 6 on the real default model: exemplary images and signal maps under each equivalence class, prepared once."
     from convsvd.models import default_model, digits_dataset
     from convsvd.signals import collect_signals
     model, data = default_model(), digits_dataset(train=False)
     ss = collect_signals(model, data, layers=['conv2', 'fc1'], progress=False).sample_per_class(50)
     H = layer_hypergraph(ss, 'conv2', 0.85, 75)
-    eq = equivalence_classes(H)
+    eq, G = equivalence_classes(H), semantic_hierarchy(H)
     assert eq.iloc[0]['n_edges'] == 10                     # conv2's most general class holds every digit
-    fig = plot_semantic_hierarchy(H, ss, 'conv2', data, model, k=2)
+    ex = hierarchy_exemplars(ss, 'conv2', G, data, k=2, model=model)
+    assert set(ex) == set(G.nodes) and all(len(e['images']) == len(e['maps']) == 2 for e in ex.values())
+    fig = plot_semantic_hierarchy(G, ex)
     assert len(fig.axes) == 1 + len(eq) * 2 * 2          # background + (2 images + 2 signal maps) per class
     plt.close(fig)
-    fig = plot_hypergraph_hierarchy(ss, 'fc1', 0.95, 75, data=data, model=model, k=2)
+    H1 = layer_hypergraph(ss, 'fc1', 0.95, 75)
+    G1 = semantic_hierarchy(H1)
+    ex1 = hierarchy_exemplars(ss, 'fc1', G1, data, k=2, model=model)
+    assert all(e['maps'] is None for e in ex1.values())  # a Linear layer has no spatial maps
+    fig = plot_hypergraph_hierarchy(H1, ex1, hierarchy=G1)
     assert isinstance(fig, plt.Figure)
     plt.close(fig)
