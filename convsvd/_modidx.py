@@ -217,6 +217,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                       'convsvd/explorers.py'),
                                    'convsvd.explorers.HypergraphExplorer._empty': ( 'explorers.html#hypergraphexplorer._empty',
                                                                                     'convsvd/explorers.py'),
+                                   'convsvd.explorers.HypergraphExplorer._node_exemplars': ( 'explorers.html#hypergraphexplorer._node_exemplars',
+                                                                                             'convsvd/explorers.py'),
                                    'convsvd.explorers.HypergraphExplorer._prepare': ( 'explorers.html#hypergraphexplorer._prepare',
                                                                                       'convsvd/explorers.py'),
                                    'convsvd.explorers.HypergraphExplorer._qp': ( 'explorers.html#hypergraphexplorer._qp',
