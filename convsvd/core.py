@@ -245,6 +245,7 @@ class _StopForward(Exception):
 class Activations(dict):
     "What `capture` recorded: layer name -> tensor (or `fn`'s value, an `InOut`, or a list of them with `accumulate`)."
     layers: tuple = ()   # the names of the layers hooked
+    _new_pass = staticmethod(lambda: None)
     def __repr__(self):
         def s(v):
             if isinstance(v, Tensor): return f"tensor{tuple(v.shape)}"
@@ -259,6 +260,7 @@ class Activations(dict):
 
     def forward(self, model:nn.Module, *args, **kwargs):
         "`model(*args, **kwargs)`; None when this capture's `stop=True` ended the pass early."
+        self._new_pass()                       # each pass stops once *it* has recorded every layer
         try: return model(*args, **kwargs)
         except _StopForward as e:
             if e.owner is not self: raise
@@ -314,7 +316,7 @@ def capture(model:nn.Module,     # the network
     chosen = _hooked(model, list(what) if isinstance(what, dict) and layers is None else layers)
     per, acts, halves, done = _parts(chosen, what), Activations(), {}, set()
     keep = {p: _keeper(fns.get(p), detach) for p in ('input', 'output')}
-    acts.layers = tuple(chosen)
+    acts.layers, acts._new_pass = tuple(chosen), lambda: (done.clear(), halves.clear())
     def record(name, part, value):
         if per[name] == 'both':
             if part == 'input': halves[name] = value; return

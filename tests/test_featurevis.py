@@ -415,3 +415,164 @@ def test_singular_vector_of_a_linear_layer_on_token_inputs():
     Y = (lin(x[:, 0]) - lin.bias).detach().sum(1)                       # (3, 4) summed over the 5 positions
     U = layer_svd(lin).U
     np.testing.assert_allclose(v, [Y[b] @ U[:, b] for b in range(3)], rtol=1e-5)
+
+
+# ---------------------------------------------------------------- one path through the core (issue 11)
+def test_one_hook_path_through_the_core():
+    "No private hook manager, freezing or name lookup is left: every pass goes through convsvd.core."
+    import inspect
+    import convsvd.featurevis as fv, convsvd.influential as inf
+    for mod in (fv, inf):
+        src = inspect.getsource(mod)
+        assert 'register_forward_hook' not in src and 'register_forward_pre_hook' not in src, mod.__name__
+    for name in ('_live_outputs', '_StopForward', '_run_until', '_frozen', '_find_module', '_close_names', '_model_dtype'):
+        assert not hasattr(fv, name), name
+
+
+def no_hooks(model):
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_channels_come_from_the_first_layer():
+    from convsvd.featurevis import image_channels
+    r = visualize(default_model(), singular_vector('conv2', 0), image_size=28, steps=1, progress=False)
+    assert r.images.shape == (1, 1, 28, 28) and r.settings['channels'] == 1
+    class SamePad(nn.Conv2d): pass                                       # subclasses of Conv2d count (EfficientNet's)
+    rgb = nn.Sequential(SamePad(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)).eval()
+    assert image_channels(rgb) == 3
+    assert visualize(rgb, channel('2', 0), image_size=12, steps=1, **FAST).images.shape == (1, 3, 12, 12)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
+    with pytest.raises(ValueError, match=r"first linear layer '1' is a Linear\(48->3\).*pass channels="):
+        visualize(mlp, channel('1', 0), image_size=4, steps=1, **FAST)
+    assert visualize(mlp, channel('1', 0), image_size=4, channels=3, steps=1, **FAST).images.shape == (1, 3, 4, 4)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtype_matrix(dtype):
+    "Every floating dtype renders; the model keeps its dtype and flags; the values match a float64 reference."
+    ref = default_model().double()
+    m = default_model().to(dtype).train()
+    obj = singular_vector('conv2', [0, 1]) + channel('fc1', [3, 4])
+    r = visualize(m, obj, image_size=28, steps=3, progress=False)
+    assert r.images.dtype == torch.float32 and 0 <= r.images.min() and r.images.max() <= 1
+    assert np.isfinite(r.history.to_numpy()).all() and r.settings['dtype'] == str(dtype)
+    assert all(p.dtype == dtype for p in m.parameters()) and all(mod.training for mod in m.modules()) and no_hooks(m)
+    assert all(p.grad is None and p.requires_grad for p in m.parameters())
+    tol = {torch.float16: 2e-2, torch.bfloat16: 6e-2}.get(dtype, 1e-4)
+    got, want = objective_values(m, obj, r.images), objective_values(ref, obj, r.images)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    maps = similarity_overlay(m, 'relu2', r.images[0], r.images)
+    torch.testing.assert_close(maps, similarity_overlay(ref, 'relu2', r.images[0], r.images), atol=5 * tol, rtol=0)
+
+
+def test_device_never_moves_the_model():
+    m = default_model()
+    ptrs = [p.data_ptr() for p in m.parameters()]
+    r = visualize(m, singular_vector('conv2', 0), image_size=28, steps=2, device='cpu', progress=False)
+    assert [p.data_ptr() for p in m.parameters()] == ptrs and r.settings['device'] == 'cpu'
+    for bad, msg in [('bogus', 'is not a device'), ('meta', 'holds shapes, not values')]:
+        with pytest.raises(ValueError, match=msg):
+            visualize(m, singular_vector('conv2', 0), image_size=28, steps=1, device=bad, progress=False)
+        with pytest.raises(ValueError, match=msg):
+            objective_values(m, singular_vector('conv2', 0), torch.rand(1, 1, 28, 28), device=bad)
+    assert all(p.device.type == 'cpu' for p in m.parameters()) and [p.data_ptr() for p in m.parameters()] == ptrs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_cuda_device_works_on_a_copy():
+    m = default_model()
+    kw = dict(image_size=28, steps=4, progress=False, transforms=None)
+    g = visualize(m, singular_vector('conv2', [0, 1]), device='cuda', **kw)
+    c = visualize(m, singular_vector('conv2', [0, 1]), **kw)
+    assert all(p.device.type == 'cpu' for p in m.parameters()) and g.images.device.type == 'cpu'
+    assert g.settings['device'].startswith('cuda')
+    np.testing.assert_allclose(objective_values(m, singular_vector('conv2', [0, 1]), g.images, device='cuda'),
+                               objective_values(m, singular_vector('conv2', [0, 1]), g.images), rtol=1e-3)
+    assert c.images.shape == g.images.shape
+
+
+def test_global_rng_is_untouched(net):
+    state = torch.get_rng_state()
+    r = visualize(net, singular_vector('conv2', [0, 1]) + diversity('conv2'), image_size=28, steps=3, progress=False)
+    objective_values(net, singular_vector('conv2', 0), r.images)
+    similarity_overlay(net, 'relu2', r.images[0], r.images)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize('style', ['parametrization', 'hook'])
+def test_spectral_norm_in_train_mode_keeps_its_buffers(style):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 6, 3)
+    conv = (torch.nn.utils.parametrizations.spectral_norm if style == 'parametrization' else torch.nn.utils.spectral_norm)(conv)
+    m = nn.Sequential(conv, nn.ReLU(), nn.Conv2d(6, 4, 3)).train()
+    m(torch.rand(1, 3, 12, 12))
+    bufs = {n: b.clone() for n, b in m.named_buffers()}
+    hooks = [(len(mod._forward_hooks), len(mod._forward_pre_hooks)) for mod in m.modules()]   # the old style has its own
+    obj = singular_vector('0', [0, 1]) + channel('2', 1)
+    r = visualize(m, obj, image_size=12, steps=3, **FAST)
+    objective_values(m, obj, r.images)
+    assert all(torch.equal(b, bufs[n]) for n, b in m.named_buffers())
+    assert all(mod.training for mod in m.modules())
+    assert [(len(mod._forward_hooks), len(mod._forward_pre_hooks)) for mod in m.modules()] == hooks
+
+
+def test_interrupt_restores_the_model():
+    class Interrupt(nn.Module):
+        "Raises KeyboardInterrupt on its third call."
+        calls = 0
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 3: raise KeyboardInterrupt
+            return x
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), Interrupt(), nn.Conv2d(4, 4, 3)).train()
+    m[0].weight.requires_grad_(False)
+    with pytest.raises(KeyboardInterrupt):
+        visualize(m, channel('2', 0), image_size=12, steps=10, **FAST)
+    assert m[1].calls == 3
+    assert all(mod.training for mod in m.modules()) and no_hooks(m)
+    assert [p.requires_grad for p in m.parameters()] == [False, True, True, True]
+
+
+def test_user_hooks_survive_and_run():
+    m = default_model()
+    seen = []
+    h = m.conv1.register_forward_hook(lambda mod, a, o: seen.append(o.shape[0]))
+    visualize(m, singular_vector('conv2', [0, 1]), image_size=28, steps=2, progress=False)
+    assert len(seen) >= 2 and len(m.conv1._forward_hooks) == 1
+    h.remove()
+    assert no_hooks(m)
+
+
+def test_fetch_images_is_distinct_from_exemplary_images():
+    import pandas as pd
+    import convsvd.featurevis as fv
+    from convsvd import signals
+    from convsvd.models import digits_dataset
+    assert fv.fetch_images is not signals.exemplary_images and not hasattr(signals, 'fetch_images')
+    ds = digits_dataset(train=False)
+    frame = pd.DataFrame({'index': [5, 2]})
+    assert torch.equal(fv.fetch_images(ds, frame), torch.stack([ds[5][0], ds[2][0]]))
+    with pytest.warns(DeprecationWarning, match='fetch_images'):
+        old = fv.exemplar_images(ds, frame)
+    assert torch.equal(old, fv.fetch_images(ds, frame))
+
+
+def test_images_are_drawn_in_their_real_colours():
+    import pandas as pd
+    import torchvision.transforms as T
+    from convsvd.core import normalization
+    from convsvd.featurevis import fetch_images, plot_exemplars, plot_images, plot_similarity
+    raw = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    class Photos(torch.utils.data.Dataset):
+        transform = T.Normalize(mean, std)
+        def __len__(self): return 4
+        def __getitem__(self, i): return self.transform(raw[i]), 0
+    ds = Photos()
+    ex = fetch_images(ds, pd.DataFrame({'index': [1, 3]}))
+    assert not torch.allclose(ex[0], raw[1])                              # the dataset gives normalised tensors
+    norm = normalization(ds)
+    figs = [plot_exemplars(torch.rand(1, 3, 8, 8), [ex], normalize=norm), plot_images(ex, normalize=norm),
+            plot_similarity(torch.rand(3, 8, 8), ex, torch.zeros(2, 8, 8), normalize=norm)]
+    first = [figs[0].axes[1], figs[1].axes[0], figs[2].axes[1]]
+    for ax in first: np.testing.assert_allclose(ax.images[0].get_array(), raw[1].permute(1, 2, 0).numpy(), atol=1e-6)

