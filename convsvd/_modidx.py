@@ -300,7 +300,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'convsvd.explorers._rgb': ('explorers.html#_rgb', 'convsvd/explorers.py'),
                                    'convsvd.explorers._running_loop': ('explorers.html#_running_loop', 'convsvd/explorers.py'),
                                    'convsvd.explorers._vector_options': ('explorers.html#_vector_options', 'convsvd/explorers.py'),
-                                   'convsvd.explorers.input_channels': ('explorers.html#input_channels', 'convsvd/explorers.py'),
                                    'convsvd.explorers.parse_weights': ('explorers.html#parse_weights', 'convsvd/explorers.py'),
                                    'convsvd.explorers.plot_map_mosaic': ('explorers.html#plot_map_mosaic', 'convsvd/explorers.py'),
                                    'convsvd.explorers.plot_singular_values': ( 'explorers.html#plot_singular_values',
