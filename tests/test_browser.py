@@ -16,7 +16,7 @@ CHROMIUM = os.environ.get('CONVSVD_CHROMIUM', '/usr/bin/chromium')
 SHOTS = REPO/'tests'/'_screenshots'
 FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
          '--disable-component-update', '--disable-sync', '--no-first-run']
-RUN_ALL_TIMEOUT = 240  # seconds for Run All of the explorers notebook on a slow CI machine
+RUN_ALL_TIMEOUT = 600  # seconds for Run All of the explorers notebook on a slow (or busy) CI machine
 
 def _free_port()->int:
     with socket.socket() as s:
@@ -143,6 +143,26 @@ def wait_text(loc, pattern, timeout=60):
         time.sleep(0.2)
     raise AssertionError(f'text {txt!r} never matched {pattern!r} within {timeout} s')
 
+KERNEL_EVAL = '''async (code) => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const f = k.requestExecute({code: code, silent: false, store_history: false}); let out = '';
+  f.onIOPub = m => { if (m.header.msg_type === 'stream') out += m.content.text;
+                     if (m.header.msg_type === 'error') out += 'ERROR ' + m.content.ename + ': ' + m.content.evalue; };
+  await f.done; return out; }'''
+
+def kernel_eval(pg, code):
+    "Run `code` in the notebook's kernel (after what is queued there) and return what it printed."
+    out = pg.evaluate(KERNEL_EVAL, code)
+    assert not out.startswith('ERROR'), out
+    return out.strip()
+
+def wait_drawn(pg, name, timeout=120):
+    "Wait until the explorer `name` in the kernel has no redraw waiting (debounced or deferred)."
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if kernel_eval(pg, f'print(bool({name}._pending))') == 'False': return
+        pg.wait_for_timeout(250)
+    raise TimeoutError(f'{name} still has redraws waiting after {timeout} s')
+
 def img_src(loc): return loc.evaluate('e => (e.tagName === "IMG" ? e : e.querySelector("img")).src')
 
 def shot(pg, loc, name):
@@ -162,6 +182,13 @@ def test_run_all_no_errors(page):
         root = page.locator(f'.convsvd-{kind}-explorer').first
         root.wait_for(state='attached', timeout=30_000)
         assert root.locator('.convsvd-error').first.inner_text().strip() == '', kind
+    # no warning or traceback text inside any explorer (Output widgets would show it as a stderr output)
+    assert page.locator('.convsvd-explorer .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').count() == 0
+    # the explorers the reader sees keep the settings they were shown with: the test cells use second instances
+    for kind, pattern in [('layer', r'layer=conv2 · image=3 '), ('hypergraph', r'layer=conv2 · q=0\.85 · p=75')]:
+        root = page.locator(f'.convsvd-{kind}-explorer').first
+        root.scroll_into_view_if_needed()
+        wait_text(root.locator('.convsvd-status').first, pattern, 30)
     page.screenshot(path=str(SHOTS/'notebook_after_run_all.png'))
 
 def test_hypergraph_q_slider_redraws(page):
@@ -175,12 +202,16 @@ def test_hypergraph_q_slider_redraws(page):
     shot(page, ex, 'hypergraph_before')
     handle = ex.locator('.convsvd-q .noUi-handle').first
     handle.focus()
+    n0 = int(kernel_eval(page, "print(hx.draws['hypergraph'])"))
     for _ in range(5): handle.press('ArrowLeft')  # 5 steps down: a lower threshold, more vertices per edge
     readout = ex.locator('.convsvd-q .widget-readout').first
     q1 = float(wait_text(readout, r'\d', 10))
     assert q1 < q0
     wait_text(status, rf'q={q1:.2f}', 90)
-    wait_kernel_idle(page, 60)
+    wait_drawn(page, 'hx')
+    n1 = int(kernel_eval(page, "print(hx.draws['hypergraph'])"))
+    assert 1 <= n1 - n0 < 5, (n0, n1)             # debounced: five steps, fewer redraws
+    print('hypergraph redraw seconds:', kernel_eval(page, "print({k: round(v, 3) for k, v in hx.seconds.items()})"))
     after = img_src(image)
     assert after != before and after.startswith(('blob:', 'data:image/png'))
     assert error_outputs(page) == []
@@ -197,10 +228,12 @@ def test_layer_explorer_layer_redraws(page):
     assert current in options, (current, options)
     images = {c: img_src(ex.locator(f'.{c}').first) for c in ['convsvd-figure5', 'convsvd-signal-maps']}
     shot(page, ex, 'layer_before')
+    vectors = wait_text(status, r'vectors=[\d,]+').split('vectors=')[1].split()[0]
     new = next(o for o in options if o != current)   # another convolution first if there is one
     sel.select_option(index=options.index(new))
     wait_text(status, re.escape(f'layer={new}') + r'\b', 90)
-    wait_kernel_idle(page, 60)
+    wait_drawn(page, 'lx')
+    assert f'vectors={vectors}' in status.inner_text()   # the picked vectors exist in the new layer: kept
     for c, src in images.items():
         assert img_src(ex.locator(f'.{c}').first) != src, c
     assert error_outputs(page) == []
@@ -213,16 +246,20 @@ def test_featurevis_render_button(page):
     status = ex.locator('.convsvd-status').first
     plot = ex.locator('.convsvd-featurevis-plot').first
     wait_text(status, r'image=rendered')
-    steps = ex.locator('.convsvd-steps .widget-readout').first
-    # a weight vector not rendered before (the notebook rendered 1, 1, -1)
-    ex.locator('.convsvd-mode button', has_text='weighted sum').first.click()
     weights = ex.locator('.convsvd-weights input').first
+    assert weights.is_disabled()                       # each vector: no weights to type
+    assert not ex.locator('.convsvd-exemplars').first.is_visible()   # the exemplary images sit beside the rendering
+    ex.locator('.convsvd-mode button', has_text='weighted sum').first.click()
+    page.wait_for_function('e => !e.disabled', arg=weights.element_handle(), timeout=30_000)
     weights.fill('1, -1, 0.5'); weights.press('Enter')
     wait_text(status, r'weights=1, -1, 0\.5 .*image=press Render', 30)
+    ex.locator('.convsvd-exemplars').first.wait_for(state='visible', timeout=30_000)   # exemplary images alone until rendered
+    shot(page, ex, 'featurevis_weighted_before_render')
     before = img_src(plot)
     ex.locator('.convsvd-render').first.click()
     wait_text(status, r'weights=1, -1, 0\.5 .*image=rendered', 120)
     wait_kernel_idle(page, 60)
     assert img_src(plot) != before and error_outputs(page) == []
+    assert not ex.locator('.convsvd-exemplars').first.is_visible()   # drawn once: beside the rendering now
     assert ex.locator('.convsvd-error').first.inner_text().strip() == ''
     shot(page, ex, 'featurevis_after_render')

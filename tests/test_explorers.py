@@ -1,6 +1,7 @@
 """Cheap tests of the explorers without a browser: set control values programmatically and check what they compute
 against the modules' own functions (and direct formulas)."""
-import copy
+import asyncio, json, re
+from pathlib import Path
 
 import ipywidgets as W
 import matplotlib
@@ -11,11 +12,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from convsvd import explorers as E
+from convsvd import analysis as A, explorers as E
 from convsvd import featurevis as fv, hypergraphs as hg, influential as inf, signals as S
+from convsvd.core import image_array
 from convsvd.esd import esd_table
 from convsvd.matrization import layer_svd
 from convsvd.models import default_model, digits_dataset
+from signal_contract import CONTRACT, Recording
+
+NB = Path(__file__).resolve().parents[1] / 'nbs' / '11_explorers.ipynb'
 
 @pytest.fixture(scope='module')
 def model(): return default_model()
@@ -44,68 +49,46 @@ def check_classes(ex):
     for w in leaves(ex.widget):
         assert any(c.startswith('convsvd-') for c in w._dom_classes), (type(w).__name__, getattr(w, 'description', ''))
 
-def png_of(fig): return E.figure_png(fig)
+def quiet(ex):
+    "No warning or traceback was printed into the widget; none leaked as a figure."
+    assert ex.progress.outputs == () and not plt.get_fignums()
 
-# --- Analysis -------------------------------------------------------------------------------------------------
-
-def test_analysis_computes_once_and_follows_weights(model, data, monkeypatch):
-    calls = []
-    real = E.collect_signals
-    monkeypatch.setattr(E, 'collect_signals', lambda *a, **k: calls.append(1) or real(*a, **k))
-    m = copy.deepcopy(model)
-    an = E.Analysis.of(m, data)
-    ss = an.signals(progress=False)
-    assert E.Analysis.of(m, data).signals() is ss and len(calls) == 1
-    # the signals are U^T (Y - b) averaged over positions (section 4.3)
-    x = data[5][0]
-    with torch.no_grad():
-        Y = m.conv1(x[None])[0] - m.conv1.bias[:, None, None]
-    np.testing.assert_allclose(ss['conv1'][5], (layer_svd(m.conv1).U.T @ Y.flatten(1)).mean(1).numpy(), rtol=1e-4, atol=1e-5)
-    with torch.no_grad(): m.conv1.weight.mul_(2)          # new weights: a new analysis, new signals
-    an2 = E.Analysis.of(m, data)
-    assert an2 is not an and an2.signals(progress=False) is not ss and len(calls) == 2
-
-def test_analysis_bad_input(model):
-    with pytest.raises(ValueError, match='no linear layer'): E.Analysis(nn.Sequential(nn.ReLU()))
-    rgb = torch.utils.data.TensorDataset(torch.rand(3, 3, 32, 32), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match=r'cannot run on the data.s images of shape \(3, 32, 32\)'):
-        E.Analysis(model, rgb).check_data()
-    with pytest.raises(KeyError, match='close matches: conv2, conv1'): E.Analysis(model, layers=['conv9'])
-    an = E.Analysis(model)                                   # no data: no W2, and a clear message
-    assert an.matrizations() == ('W1', 'slices')
-    with pytest.raises(ValueError, match='W2 needs the input shape'): an.eigenvalues('conv2', 'W2')
+def mosaic_png(model, data, layer, idx, vectors, labels=None):
+    "The signal-map mosaic the explorers draw, computed here from the modules directly."
+    x = torch.stack([data[i][0] for i in idx])
+    with torch.no_grad(): maps = S.signal_map(model, x, layer)[:, vectors].float()
+    return A.figure_png(E.plot_map_mosaic([image_array(xi) for xi in x], maps, vectors, layer_svd(getattr(model, layer)).S,
+                                          labels if labels is not None else [f'#{i}' for i in idx]))
 
 # --- LayerExplorer --------------------------------------------------------------------------------------------
 
 def test_layer_explorer(model, data):
-    lx = E.LayerExplorer(model, data, layer='conv2', image=4, vectors=3, progress=False)
+    lx = E.LayerExplorer(model, data, layer='conv2', image=4, vectors=3, k=3, max_maps=2, progress=False)
     assert lx.ok and lx.error.value == ''
     check_classes(lx)
     an = lx.an
-    x = data[4][0]
-    # the outputs are the modules' figures for the current controls
-    assert lx.out['figure5'].value == png_of(S.plot_layer_steps(model, x, 'conv2', max_maps=32))
-    assert lx.out['signal-maps'].value == png_of(S.plot_signal_maps(model, x, 'conv2', [0, 1, 2]))
-    ref = S.exemplary_images(an.signals(), 'conv2', [0, 1, 2], k=8)
+    assert lx.out['figure5'].value == A.figure_png(S.plot_layer_steps(model, data[4][0], 'conv2', max_maps=2))
+    assert lx.out['signal-maps'].value == mosaic_png(model, data, 'conv2', [4], [0, 1, 2])
+    ref = S.exemplary_images(an.signals(), 'conv2', [0, 1, 2], k=3)
     assert lx.tables['exemplars']['index'].tolist() == ref['index'].tolist()
-    # an image change redraws the maps and figure 5, not the exemplary images
     d = dict(lx.draws)
-    lx.image.value = 9
+    lx.image.value = 9                                    # the image: maps, signals, figure 5; not the exemplary images
     assert lx.draws['exemplars'] == d['exemplars'] and lx.draws['figure5'] == d['figure5'] + 1
-    assert lx.out['signal-maps'].value == png_of(S.plot_signal_maps(model, data[9][0], 'conv2', [0, 1, 2]))
-    # vectors: maps and exemplary images, not figure 5
-    lx.vectors.value = (1, 4)
+    assert lx.out['signal-maps'].value == mosaic_png(model, data, 'conv2', [9], [0, 1, 2])
+    lx.vectors.value = (1, 4)                             # vectors: maps and exemplary images, not figure 5
     assert lx.draws['figure5'] == d['figure5'] + 1 and lx.draws['exemplars'] == d['exemplars'] + 1
-    assert lx.tables['exemplars']['index'].tolist() == S.exemplary_images(an.signals(), 'conv2', [1, 4], k=8)['index'].tolist()
+    assert lx.tables['exemplars']['index'].tolist() == S.exemplary_images(an.signals(), 'conv2', [1, 4], k=3)['index'].tolist()
     assert 'vectors=1,4' in lx.status.value and 'image=9' in lx.status.value
-    # a layer change: vectors follow the layer's rank; a Linear layer has no figure 5 and says why
-    lx.layer.value = 'conv1'
-    assert [v for _, v in lx.vectors.options] == list(range(9)) and lx.picked == [0, 1]
-    assert 'layer=conv1' in lx.status.value
+    lx.layer.value = 'conv1'                              # the picked vectors are kept where the layer has them
+    assert [v for _, v in lx.vectors.options] == list(range(9)) and lx.picked == [1, 4] and 'layer=conv1' in lx.status.value
+    lx.vectors.value = (3, 8); lx.layer.value = 'conv2'
+    assert lx.picked == [3, 8]
+    lx.vectors.value = (40, 50); lx.layer.value = 'conv1'  # none of them exists in conv1: its top two
+    assert lx.picked == [0, 1]
     lx.layer.value = 'fc1'
     assert len(lx.vectors.options) == 128 and lx.out['figure5'].layout.display == 'none'
     assert 'fully connected' in lx.notes['figure5'].value and lx.error.value == ''
-    assert not plt.get_fignums()
+    quiet(lx)
 
 def test_layer_explorer_bad_input(model, data):
     bad = E.LayerExplorer(nn.Sequential(nn.Flatten(), nn.ReLU()), data)
@@ -115,12 +98,21 @@ def test_layer_explorer_bad_input(model, data):
     assert not bad.ok and '1x28x28' in bad.error.value
     bad = E.LayerExplorer(model, data, layer='conv9', progress=False)
     assert not bad.ok and 'close matches: conv2, conv1' in bad.error.value
-    # a failing redraw is reported in the widget, not raised
     own = torch.utils.data.TensorDataset(data.tensors[0][:60], data.tensors[1][:60])
-    lx = E.LayerExplorer(model, own, layer='conv1', progress=False)
+    lx = E.LayerExplorer(model, own, layer='conv1', max_maps=2, progress=False)
     lx.an.data = torch.utils.data.TensorDataset(torch.rand(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))
-    lx.image.value = 50                                   # beyond the (replaced, 2-image) data
+    lx.image.value = 50                                   # beyond the (replaced, 2-image) data: reported, not raised
     assert 'image index 50 outside 0..1' in lx.error.value
+
+def test_warnings_are_kept_not_printed(data):
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__(); self.body = nn.Conv2d(1, 3, 3); self.head = nn.Linear(3, 10); self.unused = nn.Linear(3, 10)
+        def forward(self, x): return self.head(self.body(x).mean((2, 3)))
+    lx = E.LayerExplorer(TwoHeads(), data, max_maps=2, progress=True)
+    assert lx.ok and any('never called' in w for w in lx.warnings['setup'])
+    assert list(lx.layer.options) == ['body', 'head']     # only layers with signals are offered
+    quiet(lx)
 
 # --- ESDExplorer ----------------------------------------------------------------------------------------------
 
@@ -129,11 +121,11 @@ def test_esd_explorer(model, data):
     assert ex.ok and ex.error.value == ''
     check_classes(ex)
     t = ex.an.esd()
-    np.testing.assert_allclose(np.sort(ex.an.eigenvalues('conv2', 'W1')), np.sort(layer_svd(model.conv2).S.double().numpy() ** 2),
-                               rtol=1e-4)
+    np.testing.assert_allclose(np.sort(ex.an.eigenvalues('conv2', 'W1')), np.sort(layer_svd(model.conv2).S.double().numpy() ** 2), rtol=1e-4)
     ref = esd_table(model, ('W2',), input_shape=(1, 28, 28), layers='conv2', progress=False)
     assert ex.an.fit('conv2', 'W2').alpha == pytest.approx(ref.alpha.item(), rel=1e-9)
     assert t[(t.layer == 'conv2') & (t.matrization == 'W2')].alpha.item() == pytest.approx(ref.alpha.item(), rel=1e-9)
+    assert ex.out['esd-plot'].value == A.figure_png(A.plot_layer_esds(ex.an, 'conv2', ('W1', 'W2')))
     d = dict(ex.draws)
     ex.layer.value = 'fc1'                                # the layer: ESDs and the layer's table only
     assert ex.draws['alphas-plot'] == d['alphas-plot'] and ex.draws['esd-plot'] == d['esd-plot'] + 1
@@ -142,43 +134,74 @@ def test_esd_explorer(model, data):
     assert 'slices' in ex.alpha_hat.value and '>W1<' not in ex.alpha_hat.value
     ex.matrizations.value = ()
     assert ex.out['esd-plot'].layout.display == 'none' and ex.error.value == ''
-    # no data and no input shape: W2 is not offered
-    ex2 = E.ESDExplorer(model, progress=False)
+    ex2 = E.ESDExplorer(model, progress=False)            # no data and no input shape: W2 is not offered
     assert ex2.ok and tuple(ex2.matrizations.options) == ('W1', 'slices')
+    quiet(ex)
 
 # --- HypergraphExplorer ---------------------------------------------------------------------------------------
 
-def test_hypergraph_explorer(model, data):
-    hx = E.HypergraphExplorer(model, data, layer='conv2', q=0.85, p=75, progress=False)
+def test_hypergraph_explorer(model, data, monkeypatch):
+    hx = E.HypergraphExplorer(model, data, layer='conv2', q=0.85, p=75, k=1, progress=False)
     assert hx.ok and hx.error.value == ''
     check_classes(hx)
     ss = hx.an.signals()
     for q, p in [(0.85, 75), (0.6, 50), (0.93, 90)]:
         hx.q.value, hx.p.value = q, p
-        ref = hg.incidence_table(hg.layer_hypergraph(ss, 'conv2', q, p, empty_classes='drop'))
-        got = hg.incidence_table(hx.H)
-        assert got.loc[ref.index, ref.columns].to_numpy().tolist() == ref.to_numpy().tolist()
+        H = hg.layer_hypergraph(ss, 'conv2', q, p, empty_classes='drop')
+        ref = hg.incidence_table(H)
+        assert hx.incidence.loc[ref.index, ref.columns].to_numpy().tolist() == ref.to_numpy().tolist()
+        assert not hx.incidence.drop(columns=ref.columns).to_numpy().any()
         assert list(hx.classes.index) == list(hg.equivalence_classes(ref).index)
+        assert int(hx.row['depth']) == hg.semantic_hierarchy(H).graph['depth'] and f"depth={hg.semantic_hierarchy(H).graph['depth']}" in hx.status.value
         assert f'q={q:.2f}' in hx.status.value and f'p={p:.0f}' in hx.status.value
     hx.q.value, hx.p.value = 0.6, 50
     assert len(hx.classes) >= 2
-    # picking a class redraws only its maps, with its vectors over its exemplary images
-    d = dict(hx.draws)
+    d = dict(hx.draws)                                    # a class redraws only its maps
     label = hx.classes.index[1]
     hx.eqclass.value = label
     assert hx.draws['hierarchy-plot'] == d['hierarchy-plot'] and hx.draws['class-maps'] == d['class-maps'] + 1
     vec = [int(v[1:]) for v in hx.classes.loc[label, 'vectors']]
-    assert hx.tables['class-exemplars']['index'].tolist() == S.exemplary_images(ss, 'conv2', vec, k=3)['index'].tolist()
-    # nothing significant: a note, no error; a Linear layer: no maps, a note
-    hx.layer.value = 'conv1'
+    tab = S.exemplary_images(ss, 'conv2', vec, k=1)
+    assert hx.tables['class-exemplars']['index'].tolist() == tab['index'].tolist()
+    assert hx.out['class-maps'].value == mosaic_png(model, data, 'conv2', tab['index'].tolist(), vec[:8], list(tab['class']))
+    hx.layer.value = 'conv1'                              # nothing significant: a note, no error
     fam = hx.family('conv1').summary
-    q, p = fam[fam.nodes == 0].iloc[0][['q', 'p']]             # a (q, p) where no vector of conv1 is significant
+    q, p = fam[fam.nodes == 0].iloc[0][['q', 'p']]
     hx.q.value, hx.p.value = q, p
     assert len(hx.classes) == 0 and 'no singular vector' in hx.notes['hypergraph'].value and hx.error.value == ''
     assert hx.out['hierarchy-plot'].layout.display == 'none'
     hx.layer.value = 'fc1'; hx.q.value, hx.p.value = 0.7, 50
     assert hx.error.value == '' and ('fully connected' in hx.notes['class-maps'].value or not len(hx.classes))
-    assert not plt.get_fignums()
+    quiet(hx)
+
+def test_hypergraph_redraw_reads_the_family(model, data, monkeypatch):
+    hx = E.HypergraphExplorer(model, data, layer='conv2', k=1, progress=False)
+    built, families = [], []
+    real_sh, real_fam = hg.semantic_hierarchy, hg.hypergraph_family
+    monkeypatch.setattr(hg, 'semantic_hierarchy', lambda h: built.append(1) or real_sh(h))
+    monkeypatch.setattr(hg, 'hypergraph_family', lambda *a, **k: families.append(1) or real_fam(*a, **k))
+    hx.q.value = 0.72
+    assert len(built) <= 1 and families == []             # the hierarchy is built at most once; the family is cached
+    n = len(built); hx.q.value = 0.85; hx.q.value = 0.72   # back to a table seen before: its figures come from the cache
+    assert len(built) - n <= 1 and hx.seconds['hierarchy-plot'] < 10 and families == []
+
+def test_sliders_debounced_in_an_event_loop(model, data):
+    hx = E.HypergraphExplorer(model, data, layer='conv2', k=1, progress=False)
+    hx.DEBOUNCE = 0.05
+    n = hx.draws['hypergraph']
+    async def drag():
+        for q in (0.84, 0.83, 0.82, 0.81, 0.8): hx.q.value = q     # five steps, faster than the debounce
+        assert hx.draws['hypergraph'] == n and hx._pending          # nothing redrawn yet
+        for _ in range(600):                                        # wait (no timing is asserted) until all is drawn
+            await asyncio.sleep(0.05)
+            if not hx._pending: break
+    asyncio.run(drag())
+    assert hx.draws['hypergraph'] == n + 1 and 'q=0.80' in hx.status.value and not hx._pending
+    assert hx.draws['hierarchy-plot'] >= 2                # the deferred hierarchy came after the fast outputs
+    async def flushed():
+        hx.q.value = 0.7; hx.flush()
+        assert hx.draws['hypergraph'] == n + 2 and not hx._pending
+    asyncio.run(flushed())
 
 # --- FeatureVisExplorer ---------------------------------------------------------------------------------------
 
@@ -186,16 +209,18 @@ def test_featurevis_explorer(model, data):
     fx = E.FeatureVisExplorer(model, data, layer='conv2', vectors=2, steps=16, render=False, progress=False)
     assert fx.ok and 'press Render' in fx.status.value and fx.out['featurevis-plot'].layout.display == 'none'
     check_classes(fx)
+    assert fx.channels == 1 and fx.weights.disabled           # each vector: no weights to type
     ref = [S.exemplary_images(fx.an.signals(), 'conv2', i, k=5)['index'].tolist() for i in (0, 1)]
-    assert fx.tables['exemplars']['index'].tolist() == ref[0] + ref[1]
+    assert fx.tables['exemplars']['index'].tolist() == ref[0] + ref[1] and fx.out['exemplars'].layout.display is None
     fx.render()
     vis = fx.renders[fx.key()]
     assert vis.images.shape == (2, 1, 28, 28) and 'image=rendered' in fx.status.value
+    assert fx.out['exemplars'].layout.display == 'none'       # the exemplary images are drawn once: beside the rendering
     obj = fv.singular_vector('conv2', [0, 1])
     start = fv.visualize(model, obj, image_size=28, channels=1, steps=0, progress=False)
     assert (fv.objective_values(model, obj, vis) > fv.objective_values(model, obj, start)).all()
-    # weighted sum: exemplary images follow at once, the rendering waits for Render
     fx.mode.value = 'weighted sum'; fx.weights.value = '1, -1'
+    assert not fx.weights.disabled
     w = S.exemplary_images(fx.an.signals(), 'conv2', [0, 1], weights=[1, -1], k=5)
     assert fx.tables['exemplars']['index'].tolist() == w['index'].tolist() and 'press Render' in fx.status.value
     fx.weights.value = '1, 2, 3'
@@ -204,10 +229,24 @@ def test_featurevis_explorer(model, data):
     assert fx.error.value == ''
     n = len(fx.renders); fx.render(); assert len(fx.renders) == n + 1
     assert fx.renders[fx.key()].images.shape == (1, 1, 28, 28)
-    fx.mode.value = 'each vector'                          # the first rendering comes back from the cache
-    assert len(fx.renders) == n + 1 and fx.out['featurevis-plot'].layout.display is None
+    d = dict(fx.draws); fx.steps.value = 24; fx.steps.value = 16    # steps: back to a rendering kept before
+    assert fx.draws['featurevis-plot'] == d['featurevis-plot'] + 2 and 'rendered' in fx.status.value
+    fx.mode.value = 'each vector'
+    assert len(fx.renders) == n + 1 and fx.out['featurevis-plot'].layout.display is None and fx.weights.disabled
+    fx.vectors.value = (0, 7); fx.layer.value = 'conv1'
+    assert fx.picked == [0, 7]                                 # kept: conv1 has 9 vectors
     assert E.parse_weights('', 3) == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match='numbers'): E.parse_weights('a, b', 2)
+    quiet(fx)
+
+def test_featurevis_channels_from_the_first_layer():
+    torch.manual_seed(0)
+    rgb = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    ds = torch.utils.data.TensorDataset(torch.rand(9, 3, 16, 16), torch.arange(9) % 3)
+    fx = E.FeatureVisExplorer(rgb, ds, layer='2', vectors=2, steps=8, progress=False)
+    assert fx.ok and fx.channels == 3 and fx.renders[fx.key()].images.shape == (2, 3, 16, 16) and fx.error.value == ''
+    bad = E.FeatureVisExplorer(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3)), ds, progress=False)
+    assert not bad.ok and 'cannot infer the image channels' in bad.error.value
 
 # --- InfluenceExplorer ----------------------------------------------------------------------------------------
 
@@ -228,11 +267,16 @@ def test_influence_explorer(model, data, train):
     ix.cls.value = 4                                       # the class: table and heatmaps only
     assert ix.draws['accuracy'] == d['accuracy'] and ix.draws['heatmaps'] == d['heatmaps'] + 1
     assert 'globally pooled' in ix.heatmaps_note.value     # MnistNet's fc2 reads fc1, not pooled channel maps
-    # a GAP CNN has heatmaps
     torch.manual_seed(0)
     gap = inf.GapCNN(depth=2).eval()
     gx = E.InfluenceExplorer(gap, data, train=train, k=2, k_prime=3, ks=(1, 2), k_primes=(1, 3), progress=False)
     assert gx.ok and gx.error.value == '' and gx.out['heatmaps'].layout.display is None and gx.out['heatmaps'].value
+    quiet(ix)
+
+def test_influence_explorer_offers_the_classes_of_the_data(model, data, train):
+    three = torch.utils.data.Subset(data, [i for i in range(len(data)) if int(data[i][1]) in (2, 5, 7)])
+    ix = E.InfluenceExplorer(model, three, train=train, ks=(1, 3), k_primes=(1, 5), progress=False)
+    assert [v for _, v in ix.cls.options] == [2, 5, 7] and ix.table.value.count('<tr') == 1 + 3
 
 def test_influence_explorer_bad_input(data):
     convs_only = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -246,3 +290,45 @@ def test_every_explorer_reports_bad_models_in_the_widget(data):
         assert not ex.ok and 'no linear layer' in ex.error.value, cls.__name__
     ex = E.ESDExplorer(none, progress=False)
     assert not ex.ok and 'no linear layer' in ex.error.value
+
+# --- one path: a SignalSet in, nothing recomputed -------------------------------------------------------------
+
+def test_explorers_use_a_given_signalset_as_it_is(model, data, monkeypatch):
+    ss = Recording(S.collect_signals(model, data, progress=False))
+    monkeypatch.setattr(A, 'collect_signals', lambda *a, **k: pytest.fail('the explorers recomputed the signals'))
+    lx = E.LayerExplorer(model, data, layer='conv2', signals=ss, max_maps=2, progress=False)
+    lx.image.value = 3; lx.vectors.value = (1, 2); lx.layer.value = 'fc1'
+    hx = E.HypergraphExplorer(model, data, layer='conv2', signals=ss, k=1, progress=False)
+    hx.q.value = 0.7
+    fx = E.FeatureVisExplorer(model, data, layer='conv2', steps=8, signals=ss, render=False, progress=False)
+    an = A.Analysis(model, data, signals=ss)
+    ex = E.LayerExplorer(an, max_maps=2, progress=False)   # an Analysis holding it works the same
+    for x in (lx, hx, fx, ex): assert x.ok and x.error.value == '', x.error.value
+    assert lx.an.signals() is ss and hx.an.signals() is ss
+    assert ss.used <= CONTRACT, ss.used - CONTRACT
+
+def test_explorers_share_one_analysis(model, data, monkeypatch):
+    calls, real = [], A.collect_signals
+    monkeypatch.setattr(A, 'collect_signals', lambda *a, **k: calls.append(1) or real(*a, **k))
+    m = default_model()
+    E.LayerExplorer(m, data, max_maps=2, progress=False); E.HypergraphExplorer(m, data, k=1, progress=False)
+    E.FeatureVisExplorer(m, data, render=False, progress=False)
+    assert len(calls) == 1                                 # one signal pass for three explorers of (model, data)
+    with torch.no_grad(): m.fc1.weight.data[0, 0] += 1.0   # new weights: computed again
+    E.ESDExplorer(m, data, progress=False); E.LayerExplorer(m, data, layer='fc2', progress=False)
+    assert len(calls) == 2
+
+# --- the notebook ---------------------------------------------------------------------------------------------
+
+def test_notebook_tests_leave_shown_explorers_alone():
+    "Every explorer the notebook shows stays as shown: later cells change a second instance, never it."
+    nb = json.loads(NB.read_text())
+    assert nb['metadata']['kernelspec']['name'] == 'python3'
+    cells = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
+    shown = [(i, c.strip().splitlines()[-1].strip()) for i, c in enumerate(cells)
+             if re.fullmatch(r'[a-z]\w*', c.strip().splitlines()[-1].strip() if c.strip() else '')]
+    shown = [(i, v) for i, v in shown if re.search(rf'^{v} = \w+Explorer\(', cells[i], re.M)]
+    assert {v for _, v in shown} >= {'lx', 'ex', 'hx', 'fx', 'ix'}
+    for i, v in shown:
+        later = '\n'.join(cells[i + 1:])
+        assert not re.search(rf'\b{v}\.(\w+\.value\s*=|render\(|flush\(|\w+\.options\s*=)', later), v

@@ -1,5 +1,5 @@
 """Tests for convsvd.models: the default model, its evaluation and training, and the datasets."""
-import os, pickle
+import os, pickle, re
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from convsvd.models import (MnistNet, asset_path, cifar10_dataset, default_model, default_transform, digits_dataset,
-                            evaluate, image_folder, train_digits_model)
+from convsvd.models import (MnistNet, asset_path, check_image_folder, cifar10_dataset, default_model, default_transform,
+                            digits_dataset, evaluate, image_folder, imagenet_class_map, imagenet_class_names,
+                            imagenet_classes, imagenet_index, map_labels, read_class_map, train_digits_model)
 from convsvd.core import linear_layers, model_device
 
 
@@ -206,3 +207,130 @@ def test_image_folder(tmp_path):
     t = default_transform(normalize=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
     img = Image.open(tmp_path / 'a' / 'x.png')
     torch.testing.assert_close(t(img), (torchvision.transforms.functional.to_tensor(img) - 0.5) / 0.25)
+
+
+# ---------------------------------------------------------------- checking image folders before a long run
+def write_images(root, spec, seed=0):
+    "root/<class>/<name>: random RGB PNGs of the given (h, w); spec = {class: [(name, h, w), ...]}."
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for cls, files in spec.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for name, h, w in files:
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / cls / name)
+    return root
+
+
+def test_check_image_folder_names_bad_files_and_sizes(tmp_path):
+    write_images(tmp_path, {'a': [('0.png', 40, 60), ('1.png', 40, 60)], 'b': [('0.png', 50, 30), ('big.png', 90, 120)]})
+    good = (tmp_path / 'a' / '0.png').read_bytes()
+    (tmp_path / 'b' / 'cut.png').write_bytes(good[:len(good) // 2])      # truncated
+    (tmp_path / 'a' / 'fake.jpg').write_bytes(b'\xff\xd8\xff garbage')   # not an image
+    (tmp_path / 'a' / 'readme.txt').write_text('ignored')
+    fc = check_image_folder(tmp_path, workers=2)
+    assert fc.classes == ['a', 'b'] and fc.counts == {'a': 2, 'b': 2} and fc.n_images == 4 and fc.ignored == 1
+    assert sorted((Path(p).relative_to(tmp_path).as_posix(), why) for p, why in fc.bad) == [
+        ('a/fake.jpg', 'not an image file PIL can identify'), ('b/cut.png', 'image file is truncated')]
+    assert fc.sizes == {(60, 40): 2, (30, 50): 1, (120, 90): 1} and fc.modes == {'RGB': 4}
+    assert fc.mixed and fc.default_size == 30                                # the smallest shorter side
+    assert fc.bad_message().startswith('2 of 6 image files in') and 'b/cut.png (image file is truncated)' in fc.bad_message()
+    assert 'a/fake.jpg' in fc.bad_message(n=2) and '1 more' in fc.bad_message(n=1)
+    with pytest.raises(ValueError, match=r"2 of 6 image files .*cannot be read: .*bad='skip'"):
+        image_folder(tmp_path)
+    ds = image_folder(tmp_path, bad='skip')                                  # mixed sizes: the default resize, batches stack
+    assert ds.size == 30 and ds.check is not None and len(ds) == 4
+    xb, yb = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert xb.shape == (4, 3, 30, 30) and yb.tolist() == [0, 0, 1, 1]
+    ds = image_folder(tmp_path, size=16, bad='skip', normalize=((0.5,) * 3, (0.5,) * 3))
+    assert ds.size == 16 and ds[0][0].shape == (3, 16, 16) and float(ds[0][0].min()) < 0
+    assert image_folder(tmp_path, size=12, channels=1, bad='skip')[0][0].shape == (1, 12, 12)
+    with pytest.raises(ValueError, match="bad must be 'raise' or 'skip'"):
+        image_folder(tmp_path, bad='ignore')
+
+
+def test_check_image_folder_cap_and_same_sizes(tmp_path):
+    write_images(tmp_path, {'x': [('0.png', 300, 400)], 'y': [('0.png', 260, 500)]})
+    fc = check_image_folder(tmp_path)
+    assert fc.bad == [] and fc.mixed and fc.default_size == 224              # capped at 224
+    same = write_images(tmp_path / 'same', {'x': [('0.png', 20, 30)], 'y': [('0.png', 20, 30)]})
+    fc = check_image_folder(same)
+    assert not fc.mixed and fc.default_size is None and image_folder(same).size is None
+    assert image_folder(same)[0][0].shape == (3, 20, 30)                     # no resize when all sizes agree
+
+
+def test_check_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        check_image_folder(tmp_path / 'nowhere')
+    (tmp_path / 'f.png').write_bytes(b'')
+    with pytest.raises(FileNotFoundError, match='is a file, not a folder'):
+        check_image_folder(tmp_path / 'f.png')
+    with pytest.raises(FileNotFoundError, match='has no class sub-folder'):
+        check_image_folder(tmp_path)
+    write_images(tmp_path, {'full': [('0.png', 8, 8)]}); (tmp_path / 'empty').mkdir()
+    (tmp_path / 'empty' / 'notes.txt').write_text('x')
+    with pytest.raises(FileNotFoundError, match='empty .* hold no image file'):
+        check_image_folder(tmp_path)
+
+
+# ---------------------------------------------------------------- ImageNet classes and class maps
+def test_imagenet_classes_shipped_and_indexed():
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+    t = imagenet_classes()
+    assert len(t) == 1000 and imagenet_class_names() == list(_IMAGENET_CATEGORIES)
+    assert t['wnid'].is_unique and t['wnid'].tolist() == sorted(t['wnid'])
+    assert (asset_path('imagenet_classes.NOTICE.txt').read_text().count('License') >= 2)
+    for i in range(1000):                                      # every id and every torchvision name finds its output
+        assert imagenet_index(t['wnid'][i]) == i and imagenet_index(t['name'][i]) == i
+    assert imagenet_index('great_white_shark') == imagenet_index('Great White Shark') == imagenet_index('man-eater') == 2
+    with pytest.raises(KeyError, match='several ImageNet classes'):
+        imagenet_index('CARDIGAN')
+    with pytest.raises(KeyError, match='not an ImageNet class name or WordNet id; close matches'):
+        imagenet_index('tabbby')
+    t.loc[0, 'name'] = 'changed'                               # a copy: the shipped table is untouched
+    assert imagenet_class_names()[0] == 'tench'
+
+
+def test_imagenet_class_map_and_labels(tmp_path):
+    write_images(tmp_path, {'n02123045': [('0.png', 8, 8)], 'Egyptian_cat': [('0.png', 8, 8), ('1.png', 8, 8)],
+                            'espresso': [('0.png', 8, 8)]})
+    ds = image_folder(tmp_path)
+    m = imagenet_class_map(ds.classes)
+    assert m == {'Egyptian_cat': 285, 'espresso': 967, 'n02123045': 281}
+    mapped = map_labels(ds)
+    assert [mapped[i][1] for i in range(len(ds))] == [m[ds.classes[ds[i][1]]] for i in range(len(ds))]
+    assert mapped.targets == [m[ds.classes[t]] for t in ds.targets] and len(mapped.classes) == 1000
+    assert mapped.classes[285] == 'Egyptian cat'
+    from convsvd.core import class_names
+    assert class_names(mapped, 968) == imagenet_class_names()  # the core reads the output names
+    with pytest.raises(KeyError, match='1 of 2 classes are not ImageNet classes'):
+        imagenet_class_map(['espresso', 'my holiday'])
+    assert imagenet_class_map(['espresso', 'my holiday'], strict=False) == {'espresso': 967}
+    own = map_labels(ds, {'Egyptian_cat': 1, 'espresso': 0, 'n02123045': 2})
+    assert own.classes == ['espresso', 'Egyptian_cat', 'n02123045'] and own[0][1] == 1
+    with pytest.raises(ValueError, match='no output for class'):
+        map_labels(ds, {'espresso': 0})
+    with pytest.raises(ValueError, match='outside the 2 outputs'):
+        map_labels(ds, {'Egyptian_cat': 1, 'espresso': 0, 'n02123045': 2}, classes=['a', 'b'])
+
+
+def test_read_class_map(tmp_path):
+    classes = ['cat', 'cup']
+    j = tmp_path / 'm.json'; j.write_text('{"cat": "tabby", "cup": 504}')
+    c = tmp_path / 'm.csv'; c.write_text('folder,output\ncat,281\ncup,coffee mug\n')
+    t = tmp_path / 'm.tsv'; t.write_text('cat\tn02123045\ncup\t504\n')
+    for f in (j, c, t):
+        assert read_class_map(f, classes, n_outputs=1000) == {'cat': 281, 'cup': 504}, f
+    cases = [('{"cat": 281', '.json', 'not valid JSON'), ('["cat"]', '.json', 'expected a JSON object'),
+             ('{"cat": 1.5, "cup": 2}', '.json', "key 'cat': expected an output index"),
+             ('cat,281,extra\n', '.csv', 'line 1: expected 2 columns'), ('cat,1\ncat,2\n', '.csv', "'cat' appears twice"),
+             ('cat,1\ncup,-3\n', '.csv', "line 2: '-3' is not an ImageNet class"), ('cat,1\ncup,2\n', '.txt', "expected a .json, .csv or .tsv"),
+             ('cat,1\ncup,2000\n', '.csv', 'output index 2000 is outside 0..999'),
+             ('cat,1\n', '.csv', "no output for class(es) 'cup'"), ('cat,1\ncup,2\ndog,3\n', '.csv', "names 'dog', not a class")]
+    for text, suffix, msg in cases:
+        f = tmp_path / f'bad{suffix}'; f.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            read_class_map(f, classes, n_outputs=1000)
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        read_class_map(tmp_path / 'none.json')
+    with pytest.raises(FileNotFoundError, match='is a folder'):
+        read_class_map(tmp_path)
