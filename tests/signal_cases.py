@@ -18,14 +18,18 @@ def tiny_model(seed:int=0)->nn.Module:
 
 
 class Images(Dataset):
-    "n deterministic random 3x12x12 images labelled i % 5; optionally slow, and killing its process at image `kill_at`."
+    "n deterministic random 3x12x12 images labelled i % 5; optionally slow, killing its process at image `kill_at`, or "
+    "waiting at image `wait_at` until `until()` is true (at most 10 minutes)."
     classes = ['a', 'b', 'c', 'd', 'e']
-    def __init__(self, n:int=N, delay:float=0.0, kill_at:int=None, kill_rank:int=None):
-        self.n, self.delay, self.kill_at, self.kill_rank = n, delay, kill_at, kill_rank
+    def __init__(self, n:int=N, delay:float=0.0, kill_at:int=None, kill_rank:int=None, wait_at:int=None, until=None):
+        self.n, self.delay, self.kill_at, self.kill_rank, self.wait_at, self.until = n, delay, kill_at, kill_rank, wait_at, until
     def __len__(self): return self.n
     def __getitem__(self, i):
         if i == self.kill_at and (self.kill_rank is None or torch.distributed.get_rank() == self.kill_rank):
             os.kill(os.getpid(), signal.SIGKILL)
+        if i == self.wait_at:
+            t = time.time()
+            while not (self.until and self.until()) and time.time() - t < 600: time.sleep(0.02)
         if self.delay: time.sleep(self.delay)
         return torch.randn(3, 12, 12, generator=torch.Generator().manual_seed(int(i))), int(i) % 5
 

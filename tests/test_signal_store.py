@@ -141,7 +141,7 @@ sys.path.insert(0, {tests!r})
 from signal_cases import Images, tiny_model, CHUNK, BATCH
 from convsvd.signals import collect_signals
 torch.set_num_threads(1)
-collect_signals(tiny_model(), Images(delay={delay}), store={store!r}, chunk=CHUNK, batch_size=BATCH, progress=False)
+collect_signals(tiny_model(), Images(wait_at=100), store={store!r}, chunk=CHUNK, batch_size=BATCH, progress=False)  # waits until killed
 print('finished')
 '''
 
@@ -156,11 +156,11 @@ def test_sigkill_then_resume(tmp_path, stored):
     "the missing images, and the store equals an uninterrupted one bit for bit."
     path = tmp_path/'killed.zarr'
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get('PYTHONPATH', '')]), OMP_NUM_THREADS='1')
-    child = subprocess.Popen([sys.executable, '-c', CHILD.format(tests=str(HERE), delay=0.02, store=str(path))], env=env,
+    child = subprocess.Popen([sys.executable, '-c', CHILD.format(tests=str(HERE), store=str(path))], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         t0 = time.time()
-        while done_chunks(path) < 2:
+        while done_chunks(path) < 3:                  # chunks 0-2 written, the child waits in chunk 3
             assert child.poll() is None, child.communicate()
             assert time.time() - t0 < 600, 'the child wrote no chunk'
             time.sleep(0.05)
@@ -170,7 +170,7 @@ def test_sigkill_then_resume(tmp_path, stored):
     finally:
         child.send_signal(signal.SIGKILL); child.communicate()
     done = done_chunks(path)
-    assert 2 <= done < 10
+    assert done == 3                                  # chunk 3 was in flight: lost
     model = tiny_model()
     with pytest.warns(UserWarning, match=rf"taking over the lock of a run that is gone \(its writer, pid {child.pid}, is no longer running\)"):
         resumed, seen = images_seen(model, lambda: collect_signals(model, Images(), store=path, chunk=CHUNK, batch_size=BATCH, progress=False))
@@ -337,17 +337,15 @@ def test_damaged_chunks_named_and_repaired(tmp_path, stored):
 
 def test_two_writers_on_one_store(tmp_path):
     "A second run on a store that a live run (another thread here) writes is refused, naming the writer."
-    path, started, errors = tmp_path/'t.zarr', threading.Event(), []
-    class Slow(Images):
-        def __getitem__(self, i):
-            if i == 40: started.set()
-            return super().__getitem__(i)
+    path, tried, errors = tmp_path/'t.zarr', threading.Event(), []
     def first():
-        try: collect_signals(tiny_model(), Slow(delay=0.01), store=path, chunk=CHUNK, batch_size=BATCH, progress=False)
+        try: collect_signals(tiny_model(), Images(wait_at=100, until=tried.is_set), store=path, chunk=CHUNK, batch_size=BATCH, progress=False)
         except BaseException as e: errors.append(e)
     t = threading.Thread(target=first); t.start()
-    assert started.wait(300)
-    with pytest.raises(RuntimeError, match=rf"{path} is being written by another run \(pid {os.getpid()}"):
-        collect_signals(tiny_model(), Images(), store=path, chunk=CHUNK, batch_size=BATCH, progress=False)
-    t.join()
+    try:
+        t0 = time.time()
+        while done_chunks(path) < 3: assert time.time() - t0 < 300 and t.is_alive(); time.sleep(0.02)
+        with pytest.raises(RuntimeError, match=rf"{path} is being written by another run \(pid {os.getpid()}"):
+            collect_signals(tiny_model(), Images(), store=path, chunk=CHUNK, batch_size=BATCH, progress=False)
+    finally: tried.set(); t.join()
     assert not errors and SignalSet.open(path).layers == ['0', '2', '6']

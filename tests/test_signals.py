@@ -430,3 +430,12 @@ def test_sample_per_class_and_files_refused(tmp_path):
         with pytest.raises(ValueError, match=msg) as e: SignalSet.load(tmp_path / f)
         assert 'allow_pickle' not in str(e.value) and str(tmp_path / f) in str(e.value)
     with pytest.raises(FileNotFoundError): SignalSet.load(tmp_path / 'none.npz')
+
+
+def test_dataloader_dropping_its_last_batch():
+    "The images a DataLoader yields, with their dataset indices, whether it keeps its last batch or not."
+    x, y = _images()
+    ref = collect_signals(_small(), TensorDataset(x, y), progress=False)
+    ss = collect_signals(_small(), DataLoader(TensorDataset(x, y), batch_size=16, drop_last=True), progress=False)
+    assert len(ss) == 32 and (ss.indices == np.arange(32)).all() and (ss.labels == y[:32].numpy()).all()
+    np.testing.assert_allclose(ss['4'], ref['4'][:32], rtol=1e-5, atol=1e-6)
