@@ -241,11 +241,14 @@ def test_refuses_to_mix_runs(stored, tmp_path):
 
 
 def test_dataloader_and_one_batch_per_chunk(tmp_path, ref):
-    "A DataLoader's batch size and collate function are kept; chunks need not be a multiple of the batch size."
+    "A DataLoader's batch size and collate function are kept; chunks need not be a multiple of the batch size; the global "
+    "RNG is untouched."
+    torch.manual_seed(5); state = torch.get_rng_state()
     ss = collect_signals(tiny_model(), DataLoader(Images(), batch_size=BATCH), store=tmp_path/'dl.zarr', chunk=CHUNK, progress=False)
     assert_same(ss, ref)
     odd = collect_signals(tiny_model(), Images(), store=tmp_path/'odd.zarr', chunk=50, batch_size=16, progress=False)
     for k in ref.layers: np.testing.assert_allclose(odd[k], ref[k], rtol=1e-5, atol=1e-6 * np.abs(ref[k]).max())
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_full_disk_keeps_what_was_written(tmp_path, stored, monkeypatch):
