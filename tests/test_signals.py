@@ -66,13 +66,14 @@ def test_signal_map_equals_definition(case):
     conv, x = case
     model = nn.Sequential(conv, nn.ReLU(inplace=True))   # the in-place ReLU must not touch what is measured
     with torch.no_grad(): ref = definition(conv, x)
+    # a signal s_i <v, v_i> can cancel: float32 errors are on the scale of its terms, s_1 times the largest |v|
+    scale = layer_svd(conv).S.max() * receptive_fields(x, conv).norm(dim=1).max()
     for method in ('output', 'input'):
         sm = signal_map(model, x, '0', method=method)
         assert sm.shape == ref.shape
-        assert rel_err(sm, ref) < 1e-5, method
+        assert (sm - ref).abs().max() <= 1e-5 * scale, method
     ss = collect_signals(model, [(x, torch.zeros(len(x), dtype=torch.long))], progress=False)
-    mean = ref.flatten(2).mean(2)        # a mean of signals can cancel: compare on the scale of the signals themselves
-    assert (torch.from_numpy(ss['0']) - mean).abs().max() <= 1e-5 * ref.abs().max().clamp_min(1e-12)
+    assert (torch.from_numpy(ss['0']) - ref.flatten(2).mean(2)).abs().max() <= 1e-5 * scale
     assert np.allclose(ss.singular_values['0'], layer_svd(conv).S.numpy())
 
 
@@ -85,11 +86,12 @@ def test_linear_signals(n_in, n_out, B, bias, seed):
     model = nn.Sequential(lin, nn.ReLU(inplace=True))
     x = torch.randn(B, n_in)
     ref = definition(lin, x)
+    scale = layer_svd(lin).S.max() * x.norm(dim=1).max()     # a signal s<x, v> can cancel: compare on the scale of its terms
     for method in ('output', 'input'):
-        assert rel_err(signal_map(model, x, '0', method=method), ref) < 1e-5
+        assert (signal_map(model, x, '0', method=method) - ref).abs().max() <= 1e-5 * scale
     assert signal_map(model, x[0], '0').shape == (min(n_in, n_out),)
     ss = collect_signals(model, [(x, torch.zeros(B, dtype=torch.long))], progress=False)
-    assert rel_err(torch.from_numpy(ss['0']), ref) < 1e-5
+    assert (torch.from_numpy(ss['0']) - ref).abs().max() <= 1e-5 * scale
 
 
 def test_deeper_layer_input_is_the_latent_representation():
