@@ -481,7 +481,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                        'convsvd/featurevis.py'),
                                     'convsvd.featurevis.direction': ('featurevis.html#direction', 'convsvd/featurevis.py'),
                                     'convsvd.featurevis.diversity': ('featurevis.html#diversity', 'convsvd/featurevis.py'),
-                                    'convsvd.featurevis.exemplar_images': ('featurevis.html#exemplar_images', 'convsvd/featurevis.py'),
                                     'convsvd.featurevis.fetch_images': ('featurevis.html#fetch_images', 'convsvd/featurevis.py'),
                                     'convsvd.featurevis.fft_scale': ('featurevis.html#fft_scale', 'convsvd/featurevis.py'),
                                     'convsvd.featurevis.image_channels': ('featurevis.html#image_channels', 'convsvd/featurevis.py'),

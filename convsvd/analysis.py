@@ -184,7 +184,8 @@ def signals(self:Analysis, progress:bool=True):
     self._need_data('signals')
     def run():
         ss = collect_signals(self.model, self.data, layers=self._layers_arg, batch_size=self.batch_size, progress=progress)
-        for n in ss.layers: ss[n].flags.writeable = False       # shared by every user of the cache
+        for n in ss.layers:                                         # shared by every user of the cache: read-only
+            if isinstance(a := ss._array(n), np.ndarray): a.flags.writeable = False
         return ss
     return self.cached('signals', run)
 

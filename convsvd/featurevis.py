@@ -29,7 +29,7 @@ __all__ = ['COLOR_CORRELATION_SVD_SQRT', 'COLOR_MEAN', 'IMAGENET_MEAN', 'IMAGENE
            'SingularVectorTerm', 'singular_vector', 'SingularVectorsTerm', 'singular_vectors', 'DirectionTerm',
            'direction', 'ChannelTerm', 'channel', 'NeuronTerm', 'neuron', 'DiversityTerm', 'diversity', 'as_objective',
            'image_channels', 'Preprocess', 'Visualization', 'visualize', 'objective_values', 'plot_images',
-           'fetch_images', 'exemplar_images', 'plot_exemplars', 'similarity_overlay', 'plot_similarity']
+           'fetch_images', 'plot_exemplars', 'similarity_overlay', 'plot_similarity']
 
 # %% ../nbs/06_featurevis.ipynb #2c252f0d
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26,  0.09,  0.02],
@@ -1024,12 +1024,6 @@ def fetch_images(dataset,            # a Dataset of (image, label) pairs, or an 
     ims = [torch.as_tensor(dataset[int(i)] if isinstance(dataset, Tensor) else dataset[int(i)][0]) for i in frame['index']]
     if display is not None: ims = [display(im) for im in ims]
     return torch.stack(ims) if ims else torch.empty(0)
-
-# %% ../nbs/06_featurevis.ipynb #c5d41783
-def exemplar_images(*args, **kwargs)->Tensor:
-    "Deprecated name of `fetch_images` (distinct from `convsvd.signals.exemplary_images`, which ranks images)."
-    warnings.warn("convsvd.featurevis.exemplar_images is now fetch_images", DeprecationWarning, stacklevel=2)
-    return fetch_images(*args, **kwargs)
 
 # %% ../nbs/06_featurevis.ipynb #f8bd0b02
 def plot_exemplars(optimised,           # (B, C, H, W) optimised images or a Visualization

