@@ -181,6 +181,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'convsvd.explorers.Explorer._show_errors': ( 'explorers.html#explorer._show_errors',
                                                                                 'convsvd/explorers.py'),
                                    'convsvd.explorers.Explorer._try': ('explorers.html#explorer._try', 'convsvd/explorers.py'),
+                                   'convsvd.explorers.Explorer.close': ('explorers.html#explorer.close', 'convsvd/explorers.py'),
                                    'convsvd.explorers.Explorer.flush': ('explorers.html#explorer.flush', 'convsvd/explorers.py'),
                                    'convsvd.explorers.Explorer.hold': ('explorers.html#explorer.hold', 'convsvd/explorers.py'),
                                    'convsvd.explorers.FeatureVisExplorer': ('explorers.html#featurevisexplorer', 'convsvd/explorers.py'),

@@ -187,6 +187,17 @@ def hold(self:Explorer):
     try: yield
     finally: self._holding = old
 
+# %% ../nbs/11_explorers.ipynb #a7deea86
+@patch
+def close(self:Explorer):
+    "Close every widget of the explorer (its controls, outputs, layouts and styles): nothing of it is kept in a saved notebook."
+    def walk(w):
+        for c in getattr(w, 'children', ()): walk(c)
+        for part in (getattr(w, 'layout', None), getattr(w, 'style', None)):
+            if isinstance(part, W.Widget): part.close()
+        w.close()
+    walk(self.widget)
+
 # %% ../nbs/11_explorers.ipynb #e8fc4e67
 @patch
 def _safe(self:Explorer, handler:Callable):
@@ -566,10 +577,10 @@ def __init__(self:HypergraphExplorer,
              k:int=3,          # exemplary images per equivalence class
              progress:bool=True, # show progress bars
              signals=None,     # a SignalSet of `data` computed before (used as it is)
-             height:int=460,   # pixels of the hypergraph view
+             height:int=460,   # the hypergraph view's largest height in pixels (smaller hierarchies get less)
             ):
     Explorer.__init__(self)
-    self.k, self._bars, self._view_layer = k, progress, None
+    self.k, self._bars, self._view_layer, self._height = k, progress, None, height
     if not self._setup(lambda: self._prepare(model, data, layers, layer, q, p, signals)): return
     self.layer = _classed(W.Dropdown(options=self.names, value=self._first, description='layer'), 'convsvd-control', 'convsvd-layer')
     self.q = _classed(W.FloatSlider(value=self._q0, min=self.QS[0], max=self.QS[-1], step=0.01, readout_format='.2f',
@@ -711,6 +722,7 @@ def draw_view(self:HypergraphExplorer):
         G = self.an.cached(('hierarchy', self._key), lambda: hg.semantic_hierarchy(self.incidence))
         fresh = self._view_layer != L
         title = f"{L} at q={q:.2f}, p={p:.0f}%: {len(self.classes)} equivalence classes, depth {int(self.row['depth'])}"
+        self.view.height = int(min(self._height, max(220, 150 + 62 * int(self.row['depth']), 120 + 16 * len(self.classes))))
         with self.hold(): self.view.show(self.incidence, self._view_exemplars if fresh else None, hierarchy=G, title=title)
         self._view_layer, self.view.layout.display = L, None
     self._try('hierarchy-view', draw)

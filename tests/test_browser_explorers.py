@@ -152,7 +152,7 @@ def test_click_in_hierarchy_picks_the_class(page):
     wait_drawn(page, 'hx')
     until(page, lambda: img_src(maps) != before, what='the class maps redrawn')
     assert label in ex.locator('.convsvd-class-maps-note').first.inner_text()
-    assert label in ex.locator('.convsvd-eqclass select option:checked').first.inner_text()
+    assert label in ex.locator('.convsvd-eqclass select option:checked').first.inner_text().replace('\xa0', ' ')
     assert view.locator(f'.hv-node.hv-sel[data-id="{label}"]').count() == 1
     wait_text(ex.locator('.convsvd-status').first, re.escape(f'picked={label}'))
     page.mouse.move(5, 5)

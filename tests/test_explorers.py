@@ -243,6 +243,14 @@ def test_hypergraph_view_updated_in_place(model, data):
     hx.layer.value = 'conv1'                               # another layer: new image keys (no stale thumbnails)
     assert not {n['key'] for n in view.nodes} & {node['key']} or view.layout.display == 'none'
 
+def test_close_closes_every_widget(model, data):
+    "close() closes the explorer's controls, outputs, the view and their layouts: nothing of a test instance is saved."
+    hx = E.HypergraphExplorer(model, data, layer='conv2', k=1, progress=False)
+    ws = leaves(hx.widget)
+    assert hx.view in ws and all(w.comm is not None for w in ws)
+    hx.close()
+    assert all(w.comm is None and w.layout.comm is None for w in ws) and hx.widget.comm is None
+
 # --- FeatureVisExplorer ---------------------------------------------------------------------------------------
 
 def test_featurevis_explorer(model, data):
