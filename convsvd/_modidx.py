@@ -301,6 +301,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'convsvd/explorers.py'),
                                    'convsvd.explorers.ProfileExplorer._status': ( 'explorers.html#profileexplorer._status',
                                                                                   'convsvd/explorers.py'),
+                                   'convsvd.explorers.ProfileExplorer.class_graph': ( 'explorers.html#profileexplorer.class_graph',
+                                                                                      'convsvd/explorers.py'),
                                    'convsvd.explorers.ProfileExplorer.class_profile': ( 'explorers.html#profileexplorer.class_profile',
                                                                                         'convsvd/explorers.py'),
                                    'convsvd.explorers.ProfileExplorer.draw_class_profiles': ( 'explorers.html#profileexplorer.draw_class_profiles',

@@ -1081,31 +1081,35 @@ def __init__(self:ProfileExplorer,
              threshold:float=0.3, # share of each layer's |sigma| the influential set reaches (nearest slider step)
              edge_threshold:float=0.5, # share of each node's incoming |weight| its drawn edges reach
              max_nodes:int=6,  # at most this many nodes per layer in the drawing (the heaviest)
+             graph_of:str='image', # 'image': the image's graph; 'class': the mean graph of its class's images
              progress:bool=True, # show progress bars
              signals=None,     # a SignalSet of `data` computed before (used as it is)
             ):
     Explorer.__init__(self)
     self.edge_threshold, self.max_nodes, self._bars = edge_threshold, max_nodes, progress
-    if not self._setup(lambda: self._prepare(model, data, layers, image, threshold, edge_threshold, signals)): return
+    if not self._setup(lambda: self._prepare(model, data, layers, image, threshold, edge_threshold, graph_of, signals)): return
     self.image = _classed(W.IntSlider(value=image, min=0, max=len(self.an.data) - 1, description='image',
                                       continuous_update=False), 'convsvd-control', 'convsvd-image')
     self.threshold = _classed(W.FloatSlider(value=self._t0, min=self.TS[0], max=self.TS[-1], step=0.05, readout_format='.2f',
                                             description='threshold', continuous_update=False), 'convsvd-control', 'convsvd-threshold')
+    self.graph_of = _classed(W.ToggleButtons(options=['image', 'class'], value=graph_of, description='graph of'),
+                             'convsvd-control', 'convsvd-graph-of')
     self.out = {c: _image_out(f'convsvd-{c}') for c in ['attribution-graph', 'class-profiles']}
     self.profile_table = _classed(W.HTML(), 'convsvd-output', 'convsvd-image-profile')
     self.notes = {c: _note(f'convsvd-{c}-note') for c in ['attribution-graph', 'profile']}
-    self._layout(_classed(W.HBox([self.image, self.threshold]), 'convsvd-controls'),
-                 _heading("the image's attribution graph (gradient x input in the singular basis)"),
+    self._layout(_classed(W.HBox([self.image, self.threshold, self.graph_of]), 'convsvd-controls'),
+                 _heading("attribution graph (gradient x input in the singular basis)"),
                  self.notes['attribution-graph'], self.out['attribution-graph'],
                  _heading("the image's profile: influential directions per layer"), self.notes['profile'], self.profile_table,
                  _heading('class profiles'), self.out['class-profiles'])
     self._on(self.image, self.on_image, debounce=True); self._on(self.threshold, self.on_threshold, debounce=True)
+    self._on(self.graph_of, self.on_image)
     self._safe(self.on_threshold); self._ready = True
 
 # %% ../nbs/11_explorers.ipynb #378c3861
 @patch
-def _prepare(self:ProfileExplorer, model, data, layers, image, threshold, edge_threshold, signals):
-    "The analysis with its signals; the layers, image and thresholds checked."
+def _prepare(self:ProfileExplorer, model, data, layers, image, threshold, edge_threshold, graph_of, signals):
+    "The analysis with its signals; the layers, image, thresholds and graph kind checked."
     self.an = _analysis(model, data, layers=layers, signals=signals)
     self.an.check_data(); self.an.signals(progress=self._bars)
     self.names = self.an.signal_layers
@@ -1114,6 +1118,7 @@ def _prepare(self:ProfileExplorer, model, data, layers, image, threshold, edge_t
     self.an.image(image)                                   # an IndexError naming the valid range
     self._t0 = HypergraphExplorer._snap(threshold, self.TS, 'threshold')
     pf._check_threshold(edge_threshold, 'edge_threshold')
+    if graph_of not in ('image', 'class'): raise ValueError(f"graph_of must be 'image' or 'class', got {graph_of!r}")
 
 # %% ../nbs/11_explorers.ipynb #454b3001
 @patch(as_prop=True)
@@ -1135,10 +1140,24 @@ def class_profile(self:ProfileExplorer)->pf.Profile:
 # %% ../nbs/11_explorers.ipynb #9cbe25ab
 @patch
 def graph(self:ProfileExplorer):
-    "The attribution graph of the image at the threshold (`profiles.attribution_graph`, cached per image and threshold)."
+    "The attribution graph of the image, or the mean graph of its class, at the threshold (cached)."
+    if self.graph_of.value == 'class': return self.class_graph()
     i, t, et = self.image.value, self.t, self.edge_threshold
     return self.an.cached(('attribution-graph', i, t, et, tuple(self.names)), lambda: pf.attribution_graph(
         self.an.model, self.an.image(i)[0], layers=list(self.names), threshold=t, edge_threshold=et))
+
+# %% ../nbs/11_explorers.ipynb #27911dd9
+@patch
+def class_graph(self:ProfileExplorer):
+    "The mean attribution graph of the image's class (`attributions(...).graph(cls=)` over its images, cached per class)."
+    ss, t, et = self.an.signals(), self.t, self.edge_threshold
+    c = int(ss.labels[self.image.value])
+    def run():
+        pos = np.flatnonzero(ss.labels == c)
+        x = torch.stack([self.an.image(int(i))[0] for i in pos])
+        A = pf.attributions(self.an.model, x, list(self.names), t, labels=ss.labels[pos], classes=ss.classes)
+        return A.graph(cls=c, edge_threshold=et)
+    return self.an.cached(('class-attribution-graph', c, t, et, tuple(self.names)), run)
 
 # %% ../nbs/11_explorers.ipynb #dbe5faa3
 @patch
@@ -1166,19 +1185,21 @@ def on_image(self:ProfileExplorer): self.draw_profile(); self._status(); self._d
 def _status(self:ProfileExplorer):
     i, ss = self.image.value, self.an.signals()
     self._set_status(image=f'{i} (class {ss.classes[int(ss.labels[i])]})', threshold=f'{self.t:.2f}',
-                     edges=f'{self.edge_threshold:.2f}', layers=','.join(self.names))
+                     edges=f'{self.edge_threshold:.2f}', graph=self.graph_of.value, layers=','.join(self.names))
 
 # %% ../nbs/11_explorers.ipynb #b7096b6c
 @patch
 def draw_graph(self:ProfileExplorer):
     "The layered drawing of the image's attribution graph with exemplary images (drawn once per image and threshold)."
     def draw():
-        G, i = self.graph(), self.image.value
-        key = ('attribution-graph', i, self.t, self.edge_threshold, self.max_nodes, tuple(self.names))
+        G, i, ss = self.graph(), self.image.value, self.an.signals()
+        of = i if self.graph_of.value == 'image' else ('class', int(ss.labels[i]))
+        key = ('attribution-graph', of, self.t, self.edge_threshold, self.max_nodes, tuple(self.names))
         show_png(self.out['attribution-graph'], self._cached_png(key, lambda: pf.plot_attribution_graph(
             G, self.an.data, self.an.signals(), max_nodes=self.max_nodes)))
         per = ', '.join(f"{L} {sum(1 for _, d in G.nodes(data=True) if d['layer'] == L)}" for L in G.graph['layers'])
-        self.notes['attribution-graph'].value = f'{G.number_of_nodes()} nodes ({per}), {G.number_of_edges()} edges'
+        what = 'the image' if of == i else f"the mean over the {G.graph['images']} images of class {html.escape(str(G.graph['label']))}"
+        self.notes['attribution-graph'].value = f'{what}: {G.number_of_nodes()} nodes ({per}), {G.number_of_edges()} edges'
     self._try('attribution-graph', draw)
 
 # %% ../nbs/11_explorers.ipynb #da7b20e4

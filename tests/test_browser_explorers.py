@@ -198,7 +198,7 @@ def test_q_step_updates_the_same_view(page):
 
 
 def test_profile_threshold_slider(page):
-    "The ProfileExplorer's threshold slider redraws the attribution graph at the new threshold."
+    "The ProfileExplorer's threshold slider redraws the attribution graph at the new threshold; 'class' draws the class's graph."
     px = page.locator('.convsvd-profile-explorer').first
     px.scroll_into_view_if_needed()
     graph = px.locator('.convsvd-attribution-graph').first
@@ -211,5 +211,12 @@ def test_profile_threshold_slider(page):
     until(page, lambda: img_src(graph) != before, what='the attribution graph redrawn')
     n = kernel_eval(page, 'print(px.graph().number_of_nodes(), pf.attribution_graph(model, test_data[3][0], threshold=0.4).number_of_nodes())')
     a, b = n.split(); assert a == b
-    assert error_outputs(page) == []
     shot(page, px, 'explorer_profile_threshold')
+    before = img_src(graph)
+    px.locator('.convsvd-graph-of button', has_text='class').first.click()     # the mean graph of the image's class
+    wait_text(px.locator('.convsvd-status').first, r'graph=class', 30)
+    wait_drawn(page, 'px')
+    until(page, lambda: img_src(graph) != before, what='the class graph drawn')
+    assert 'images of class 5' in px.locator('.convsvd-attribution-graph-note').first.inner_text()
+    assert error_outputs(page) == []
+    shot(page, px, 'explorer_profile_class_graph')

@@ -370,6 +370,22 @@ def test_profile_explorer(model, data):
     assert px.out['class-profiles'].value == A.figure_png(pf.plot_class_profiles(pf.svd_profile(ss, 0.3)))
     quiet(px)
 
+def test_profile_explorer_class_graph(model, data):
+    "graph of: class gives attributions(...).graph(cls=) over the images of the image's class; the image alone gives it back."
+    from convsvd import profiles as pf
+    px = E.ProfileExplorer(model, data, image=7, threshold=0.3, graph_of='class', progress=False)
+    assert px.ok and px.error.value == ''
+    labels = np.array([int(data[i][1]) for i in range(len(data))])
+    c = labels[7]
+    pos = np.flatnonzero(labels == c)
+    A = pf.attributions(model, torch.stack([data[int(i)][0] for i in pos]), threshold=0.3, labels=labels[pos])
+    assert same_graph(px.graph(), A.graph(cls=int(c))) and px.graph().graph['images'] == len(pos)
+    assert f'images of class {c}' in px.notes['attribution-graph'].value and 'graph=class' in px.status.value
+    px.graph_of.value = 'image'
+    assert same_graph(px.graph(), pf.attribution_graph(model, data[7][0], threshold=0.3))
+    bad = E.ProfileExplorer(model, data, graph_of='both', progress=False)
+    assert not bad.ok and 'graph_of must be' in bad.error.value
+
 def test_profile_explorer_bad_input(model, data):
     bad = E.ProfileExplorer(model, data, threshold=1.5, progress=False)
     assert not bad.ok and 'threshold=1.5' in bad.error.value
