@@ -9,7 +9,7 @@ from collections import Counter, OrderedDict
 from contextlib import contextmanager, nullcontext
 from typing import Callable
 
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd, torch, networkx as nx
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
@@ -23,10 +23,12 @@ from .signals import exemplary_images, plot_exemplary_images, plot_layer_steps, 
 from . import featurevis as fv
 from . import hypergraphs as hg
 from . import influential as inf
+from . import profiles as pf
+from .hyperview import HyperView
 
 # %% auto #0
 __all__ = ['show_png', 'show_figure', 'plot_map_mosaic', 'Explorer', 'plot_singular_values', 'LayerExplorer', 'ESDExplorer',
-           'HypergraphExplorer', 'parse_weights', 'FeatureVisExplorer', 'InfluenceExplorer']
+           'HypergraphExplorer', 'parse_weights', 'FeatureVisExplorer', 'InfluenceExplorer', 'ProfileExplorer']
 
 # %% ../nbs/11_explorers.ipynb #9079ee77
 def show_png(image:W.Image, # the widget to draw into
@@ -184,6 +186,17 @@ def hold(self:Explorer):
     old, self._holding = self._holding, True
     try: yield
     finally: self._holding = old
+
+# %% ../nbs/11_explorers.ipynb #a7deea86
+@patch
+def close(self:Explorer):
+    "Close every widget of the explorer (its controls, outputs, layouts and styles): nothing of it is kept in a saved notebook."
+    def walk(w):
+        for c in getattr(w, 'children', ()): walk(c)
+        for part in (getattr(w, 'layout', None), getattr(w, 'style', None)):
+            if isinstance(part, W.Widget): part.close()
+        w.close()
+    walk(self.widget)
 
 # %% ../nbs/11_explorers.ipynb #e8fc4e67
 @patch
@@ -547,7 +560,7 @@ def draw_alpha_hat(self:ESDExplorer):
 
 # %% ../nbs/11_explorers.ipynb #b7f7cf58
 class HypergraphExplorer(Explorer):
-    "Layer, q and p controls: hypergraph, equivalence classes and semantic hierarchy; pick a class to see its vectors' maps."
+    "Layer, q and p controls: hypergraph and semantic hierarchy in one HyperView; a click picks a class and shows its maps."
     kind, title = 'hypergraph', 'Hypergraph explorer'
     QS = tuple(np.round(np.arange(0.50, 0.995, 0.01), 2))   # the q grid of the slider
     PS = tuple(float(p) for p in range(50, 101, 5))          # the p grid of the slider (percent)
@@ -564,9 +577,10 @@ def __init__(self:HypergraphExplorer,
              k:int=3,          # exemplary images per equivalence class
              progress:bool=True, # show progress bars
              signals=None,     # a SignalSet of `data` computed before (used as it is)
+             height:int=460,   # the hypergraph view's largest height in pixels (smaller hierarchies get less)
             ):
     Explorer.__init__(self)
-    self.k, self._bars = k, progress
+    self.k, self._bars, self._view_layer, self._height = k, progress, None, height
     if not self._setup(lambda: self._prepare(model, data, layers, layer, q, p, signals)): return
     self.layer = _classed(W.Dropdown(options=self.names, value=self._first, description='layer'), 'convsvd-control', 'convsvd-layer')
     self.q = _classed(W.FloatSlider(value=self._q0, min=self.QS[0], max=self.QS[-1], step=0.01, readout_format='.2f',
@@ -574,18 +588,22 @@ def __init__(self:HypergraphExplorer,
     self.p = _classed(W.FloatSlider(value=self._p0, min=self.PS[0], max=self.PS[-1], step=5, readout_format='.0f',
                                     description='p (%)', continuous_update=False), 'convsvd-control', 'convsvd-p')
     self.eqclass = _classed(W.Dropdown(description='class', options=[]), 'convsvd-control', 'convsvd-eqclass')
-    self.out = {c: _image_out(f'convsvd-{c}') for c in ['hypergraph-plot', 'hierarchy-plot', 'class-maps']}
+    self.view = _classed(HyperView(height=height), 'convsvd-output', 'convsvd-hierarchy-view')
+    self.out = {'class-maps': _image_out('convsvd-class-maps')}
     self.eq_table = _classed(W.HTML(), 'convsvd-output', 'convsvd-equivalence-classes')
     self.notes = {c: _note(f'convsvd-{c}-note') for c in ['hypergraph', 'hierarchy', 'class-maps']}
+    self.notes['hierarchy'].value = ('<i>drag to pan, wheel to zoom; hover a class for its vectors, classes and exemplary images; '
+                                     'click it to pick it</i>')
     self._layout(_classed(W.HBox([self.layer, self.q, self.p]), 'convsvd-controls'), self.notes['hypergraph'],
-                 W.HBox([W.VBox([_heading('hypergraph (equivalence classes collapsed)'), self.out['hypergraph-plot']]),
-                         W.VBox([_heading('equivalence classes (eq. 17)'), self.eq_table])]),
-                 _heading('semantic hierarchy (eq. 18) with exemplary images'), self.notes['hierarchy'], self.out['hierarchy-plot'],
+                 _heading('hypergraph (equivalence classes collapsed, eq. 17) and semantic hierarchy (eq. 18)'),
+                 self.notes['hierarchy'], self.view,
                  _heading("an equivalence class's singular vectors over its exemplary images"), self.eqclass,
-                 self.notes['class-maps'], self.out['class-maps'])
+                 self.notes['class-maps'], self.out['class-maps'],
+                 _heading('equivalence classes (eq. 17)'), self.eq_table)
     self._on(self.layer, self.on_graph)
     self._on(self.q, self.on_graph, debounce=True); self._on(self.p, self.on_graph, debounce=True)
     self._on(self.eqclass, self.on_class)
+    self.view.observe(self.on_view_selected, 'selected')
     self._safe(self.on_graph); self._ready = True
 
 # %% ../nbs/11_explorers.ipynb #cf753c4f
@@ -627,8 +645,8 @@ def hypergraph(self:HypergraphExplorer):
 # %% ../nbs/11_explorers.ipynb #f32f351b
 @patch
 def on_graph(self:HypergraphExplorer):
-    "Read the incidence table at the sliders' (q, p) from the family, then redraw everything."
-    self.incidence = self.classes = self.row = None
+    "Read the incidence table at the sliders' (q, p) from the family, update the view, keep the picked class where it exists."
+    old, self.incidence, self.classes, self.row = self.eqclass.value, None, None, None
     def build():
         fam, (q, p) = self.family(), self._qp()
         self.incidence = fam.incidence(q, p)
@@ -636,16 +654,33 @@ def on_graph(self:HypergraphExplorer):
         self.row = fam.summary[np.isclose(fam.summary.q, q) & np.isclose(fam.summary.p, p)].iloc[0]
         self._key = (self.layer.value, q, p, self.incidence.to_numpy().tobytes())
     if self._try('hypergraph', build):
+        self.draw_view()
         with self.hold():
             self.eqclass.options = [(f"{r.label}: {', '.join(r.vectors[:6])}{' ...' if r.size > 6 else ''}", r.label)
                                     for r in self.classes.itertuples()]
-            self.eqclass.value = self.classes.index[0] if len(self.classes) else None
-    self.draw_hypergraph(); self.draw_table(); self.draw_class_maps(); self._status()
-    self._defer(self.draw_hierarchy, self.notes['hierarchy'])
+            self.eqclass.value = old if old in self.classes.index else (self.classes.index[0] if len(self.classes) else None)
+            self._select_in_view()
+    self.draw_table(); self.draw_class_maps(); self._status()
 
 # %% ../nbs/11_explorers.ipynb #151233a7
 @patch
-def on_class(self:HypergraphExplorer): self.draw_class_maps(); self._status()
+def _select_in_view(self:HypergraphExplorer):
+    "Highlight the dropdown's class in the view (without answering the change)."
+    v = self.eqclass.value if self.view.layout.display != 'none' else None
+    if self.view.selected != v:
+        with self.hold(): self.view.selected = v
+
+# %% ../nbs/11_explorers.ipynb #b9d02902
+@patch
+def on_view_selected(self:HypergraphExplorer, change):
+    "A class clicked in the view: pick it in the dropdown (which redraws its maps)."
+    v = change['new']
+    if self._holding or v is None or v == self.eqclass.value or self.classes is None or v not in self.classes.index: return
+    self.eqclass.value = v
+
+# %% ../nbs/11_explorers.ipynb #78451ed1
+@patch
+def on_class(self:HypergraphExplorer): self._select_in_view(); self.draw_class_maps(); self._status()
 
 # %% ../nbs/11_explorers.ipynb #c82c8284
 @patch
@@ -663,15 +698,34 @@ def _empty(self:HypergraphExplorer)->bool:
                                       f'at q={self.q.value:.2f}, p={self.p.value:.0f}%: lower q or p</i>')
     return empty
 
-# %% ../nbs/11_explorers.ipynb #f77976ac
+# %% ../nbs/11_explorers.ipynb #d0b0fdab
 @patch
-def draw_hypergraph(self:HypergraphExplorer):
-    "The hypergraph with its equivalence classes collapsed (once per incidence table)."
+def _node_exemplars(self:HypergraphExplorer, d:dict)->dict:
+    "One equivalence class's exemplary images and summed maps, as arrays (`node_exemplars`), prepared once per class."
+    L = self.layer.value
+    return self.an.cached(('node-exemplars', L, tuple(d['vectors']), tuple(d['edges']), self.k), lambda: hg.node_exemplars(
+        self.an.signals(), L, d['vectors'], self.an.data, list(d['edges']), self.k, self.an.model))
+
+# %% ../nbs/11_explorers.ipynb #58659b9f
+@patch
+def _view_exemplars(self:HypergraphExplorer, label:str, vectors:list, classes:list)->dict:
+    "What the view shows when a class is hovered (asked for by the browser once per class)."
+    return self._node_exemplars(dict(vectors=[vector_name(v) for v in vectors], edges=list(classes)))
+
+# %% ../nbs/11_explorers.ipynb #17657504
+@patch
+def draw_view(self:HypergraphExplorer):
+    "Send the incidence table and its semantic hierarchy (built once per table) to the view; a new layer renews its images."
     def draw():
-        out = self.out['hypergraph-plot']
-        if self._empty(): out.layout.display = 'none'; return
-        show_png(out, self._cached_png(('hypergraph', self._key), lambda: hg.plot_hypergraph(self.incidence, size=4.0)))
-    self._try('hypergraph-plot', draw)
+        if self._empty(): self.view.layout.display = 'none'; return
+        (q, p), L = self._qp(), self.layer.value
+        G = self.an.cached(('hierarchy', self._key), lambda: hg.semantic_hierarchy(self.incidence))
+        fresh = self._view_layer != L
+        title = f"{L} at q={q:.2f}, p={p:.0f}%: {len(self.classes)} equivalence classes, depth {int(self.row['depth'])}"
+        self.view.height = int(min(self._height, max(220, 150 + 62 * int(self.row['depth']), 120 + 16 * len(self.classes))))
+        with self.hold(): self.view.show(self.incidence, self._view_exemplars if fresh else None, hierarchy=G, title=title)
+        self._view_layer, self.view.layout.display = L, None
+    self._try('hierarchy-view', draw)
 
 # %% ../nbs/11_explorers.ipynb #3106e0ff
 @patch
@@ -683,30 +737,6 @@ def draw_table(self:HypergraphExplorer):
         t['vectors'] = [', '.join(v) for v in t['vectors']]; t['edges'] = [', '.join(map(str, e)) for e in t['edges']]
         self.eq_table.value = _frame_html(t.rename(columns={'edges': 'classes (hyperedges)', 'n_edges': 'n'}))
     self._try('equivalence-classes', draw)
-
-# %% ../nbs/11_explorers.ipynb #d0b0fdab
-@patch
-def _node_exemplars(self:HypergraphExplorer, d:dict)->dict:
-    "One equivalence class's exemplary images and summed maps, as arrays (`node_exemplars`), prepared once per class."
-    L = self.layer.value
-    return self.an.cached(('node-exemplars', L, tuple(d['vectors']), tuple(d['edges']), self.k), lambda: hg.node_exemplars(
-        self.an.signals(), L, d['vectors'], self.an.data, list(d['edges']), self.k, self.an.model))
-
-# %% ../nbs/11_explorers.ipynb #58659b9f
-@patch
-def draw_hierarchy(self:HypergraphExplorer):
-    "The semantic hierarchy with exemplary images and maps: built once per redraw, drawn once per incidence table."
-    def draw():
-        out, (q, p) = self.out['hierarchy-plot'], self._qp()
-        self.notes['hierarchy'].value = ''
-        if self._empty(): out.layout.display = 'none'; return
-        title = (f"semantic hierarchy of {self.layer.value} at q={q:.2f}, p={p:.0f}%: {len(self.classes)} classes, "
-                 f"depth {int(self.row['depth'])}")
-        def fig():
-            G = hg.semantic_hierarchy(self.incidence)
-            return hg.plot_semantic_hierarchy(G, {n: self._node_exemplars(d) for n, d in G.nodes(data=True)}, title=title)
-        show_png(out, self._cached_png(('hierarchy', self._key, self.k), fig))
-    self._try('hierarchy-plot', draw)
 
 # %% ../nbs/11_explorers.ipynb #6cd5af0d
 @patch
@@ -1034,3 +1064,161 @@ def draw_heatmaps(self:InfluenceExplorer):
                                         f'(or heatmap_layer=, the module whose output holds them); {html.escape(str(e))}</i>'); return
         show_figure(out, fig); self.heatmaps_note.value = ''
     self._try('heatmaps', draw)
+
+# %% ../nbs/11_explorers.ipynb #0150f925
+class ProfileExplorer(Explorer):
+    "Image and threshold controls: the image's attribution graph in the singular basis, its profile and the class profiles."
+    kind, title = 'profile', 'Profile explorer'
+    TS = tuple(np.round(np.arange(0.05, 1.0001, 0.05), 2))   # the threshold grid of the slider
+
+# %% ../nbs/11_explorers.ipynb #893b01c7
+@patch
+def __init__(self:ProfileExplorer,
+             model:nn.Module,  # the network (or an `Analysis`)
+             data=None,        # Dataset of (image, label) pairs the model accepts
+             layers=None,      # names or glob patterns of the linear layers (at least two; default: all)
+             image:int=0,      # index of the image shown first
+             threshold:float=0.3, # share of each layer's |sigma| the influential set reaches (nearest slider step)
+             edge_threshold:float=0.5, # share of each node's incoming |weight| its drawn edges reach
+             max_nodes:int=6,  # at most this many nodes per layer in the drawing (the heaviest)
+             graph_of:str='image', # 'image': the image's graph; 'class': the mean graph of its class's images
+             progress:bool=True, # show progress bars
+             signals=None,     # a SignalSet of `data` computed before (used as it is)
+            ):
+    Explorer.__init__(self)
+    self.edge_threshold, self.max_nodes, self._bars = edge_threshold, max_nodes, progress
+    if not self._setup(lambda: self._prepare(model, data, layers, image, threshold, edge_threshold, graph_of, signals)): return
+    self.image = _classed(W.IntSlider(value=image, min=0, max=len(self.an.data) - 1, description='image',
+                                      continuous_update=False), 'convsvd-control', 'convsvd-image')
+    self.threshold = _classed(W.FloatSlider(value=self._t0, min=self.TS[0], max=self.TS[-1], step=0.05, readout_format='.2f',
+                                            description='threshold', continuous_update=False), 'convsvd-control', 'convsvd-threshold')
+    self.graph_of = _classed(W.ToggleButtons(options=['image', 'class'], value=graph_of, description='graph of'),
+                             'convsvd-control', 'convsvd-graph-of')
+    self.out = {c: _image_out(f'convsvd-{c}') for c in ['attribution-graph', 'class-profiles']}
+    self.profile_table = _classed(W.HTML(), 'convsvd-output', 'convsvd-image-profile')
+    self.notes = {c: _note(f'convsvd-{c}-note') for c in ['attribution-graph', 'profile']}
+    self._layout(_classed(W.HBox([self.image, self.threshold, self.graph_of]), 'convsvd-controls'),
+                 _heading("attribution graph (gradient x input in the singular basis)"),
+                 self.notes['attribution-graph'], self.out['attribution-graph'],
+                 _heading("the image's profile: influential directions per layer"), self.notes['profile'], self.profile_table,
+                 _heading('class profiles'), self.out['class-profiles'])
+    self._on(self.image, self.on_image, debounce=True); self._on(self.threshold, self.on_threshold, debounce=True)
+    self._on(self.graph_of, self.on_image)
+    self._safe(self.on_threshold); self._ready = True
+
+# %% ../nbs/11_explorers.ipynb #378c3861
+@patch
+def _prepare(self:ProfileExplorer, model, data, layers, image, threshold, edge_threshold, graph_of, signals):
+    "The analysis with its signals; the layers, image, thresholds and graph kind checked."
+    self.an = _analysis(model, data, layers=layers, signals=signals)
+    self.an.check_data(); self.an.signals(progress=self._bars)
+    self.names = self.an.signal_layers
+    if len(self.names) < 2:
+        raise ValueError(f"an attribution graph needs at least two linear layers with signals; got {', '.join(self.names)}")
+    self.an.image(image)                                   # an IndexError naming the valid range
+    self._t0 = HypergraphExplorer._snap(threshold, self.TS, 'threshold')
+    pf._check_threshold(edge_threshold, 'edge_threshold')
+    if graph_of not in ('image', 'class'): raise ValueError(f"graph_of must be 'image' or 'class', got {graph_of!r}")
+
+# %% ../nbs/11_explorers.ipynb #454b3001
+@patch(as_prop=True)
+def t(self:ProfileExplorer)->float: return round(float(self.threshold.value), 4)
+
+# %% ../nbs/11_explorers.ipynb #389c5a42
+@patch
+def profile(self:ProfileExplorer)->pf.Profile:
+    "The profile of every image at the slider's threshold (`svd_profile` over the whole SignalSet, cached)."
+    t = self.t
+    return self.an.cached(('profile', t, tuple(self.names)), lambda: pf.svd_profile(self.an.signals(), t, self.names))
+
+# %% ../nbs/11_explorers.ipynb #3379c6c1
+@patch
+def class_profile(self:ProfileExplorer)->pf.Profile:
+    "The class profiles at the slider's threshold (`Profile.by_class`, cached)."
+    return self.an.cached(('class-profile', self.t, tuple(self.names)), lambda: self.profile().by_class())
+
+# %% ../nbs/11_explorers.ipynb #9cbe25ab
+@patch
+def graph(self:ProfileExplorer):
+    "The attribution graph of the image, or the mean graph of its class, at the threshold (cached)."
+    if self.graph_of.value == 'class': return self.class_graph()
+    i, t, et = self.image.value, self.t, self.edge_threshold
+    return self.an.cached(('attribution-graph', i, t, et, tuple(self.names)), lambda: pf.attribution_graph(
+        self.an.model, self.an.image(i)[0], layers=list(self.names), threshold=t, edge_threshold=et))
+
+# %% ../nbs/11_explorers.ipynb #27911dd9
+@patch
+def class_graph(self:ProfileExplorer):
+    "The mean attribution graph of the image's class (`attributions(...).graph(cls=)` over its images, cached per class)."
+    ss, t, et = self.an.signals(), self.t, self.edge_threshold
+    c = int(ss.labels[self.image.value])
+    def run():
+        pos = np.flatnonzero(ss.labels == c)
+        x = torch.stack([self.an.image(int(i))[0] for i in pos])
+        A = pf.attributions(self.an.model, x, list(self.names), t, labels=ss.labels[pos], classes=ss.classes)
+        return A.graph(cls=c, edge_threshold=et)
+    return self.an.cached(('class-attribution-graph', c, t, et, tuple(self.names)), run)
+
+# %% ../nbs/11_explorers.ipynb #dbe5faa3
+@patch
+def profile_frame(self:ProfileExplorer)->pd.DataFrame:
+    "The image's influential directions per layer: weight (summing to 1), signal, and the share of its class's images selecting it."
+    i, ss = self.image.value, self.an.signals()
+    f = self.profile().subset([i]).to_frame()
+    cp = self.class_profile()
+    row = list(cp.labels).index(int(ss.labels[i]))
+    return pd.DataFrame({'layer': f['layer'], 'direction': [vector_name(v) for v in f['vector']], 'vector': f['vector'],
+                         'weight': f['weight'], 'signal': [float(ss[L][i, v]) for L, v in zip(f['layer'], f['vector'])],
+                         'class share': [float(cp.share(L)[row, v]) for L, v in zip(f['layer'], f['vector'])]})
+
+# %% ../nbs/11_explorers.ipynb #c1860980
+@patch
+def on_threshold(self:ProfileExplorer):
+    self.draw_profile(); self.draw_class_profiles(); self._status(); self._defer(self.draw_graph, self.notes['attribution-graph'])
+
+# %% ../nbs/11_explorers.ipynb #396e2ee8
+@patch
+def on_image(self:ProfileExplorer): self.draw_profile(); self._status(); self._defer(self.draw_graph, self.notes['attribution-graph'])
+
+# %% ../nbs/11_explorers.ipynb #42b6c08d
+@patch
+def _status(self:ProfileExplorer):
+    i, ss = self.image.value, self.an.signals()
+    self._set_status(image=f'{i} (class {ss.classes[int(ss.labels[i])]})', threshold=f'{self.t:.2f}',
+                     edges=f'{self.edge_threshold:.2f}', graph=self.graph_of.value, layers=','.join(self.names))
+
+# %% ../nbs/11_explorers.ipynb #b7096b6c
+@patch
+def draw_graph(self:ProfileExplorer):
+    "The layered drawing of the image's attribution graph with exemplary images (drawn once per image and threshold)."
+    def draw():
+        G, i, ss = self.graph(), self.image.value, self.an.signals()
+        of = i if self.graph_of.value == 'image' else ('class', int(ss.labels[i]))
+        key = ('attribution-graph', of, self.t, self.edge_threshold, self.max_nodes, tuple(self.names))
+        show_png(self.out['attribution-graph'], self._cached_png(key, lambda: pf.plot_attribution_graph(
+            G, self.an.data, self.an.signals(), max_nodes=self.max_nodes)))
+        per = ', '.join(f"{L} {sum(1 for _, d in G.nodes(data=True) if d['layer'] == L)}" for L in G.graph['layers'])
+        what = 'the image' if of == i else f"the mean over the {G.graph['images']} images of class {html.escape(str(G.graph['label']))}"
+        self.notes['attribution-graph'].value = f'{what}: {G.number_of_nodes()} nodes ({per}), {G.number_of_edges()} edges'
+    self._try('attribution-graph', draw)
+
+# %% ../nbs/11_explorers.ipynb #da7b20e4
+@patch
+def draw_profile(self:ProfileExplorer):
+    "The image's profile as a table."
+    def draw():
+        f = self.profile_frame()
+        self.profile_table.value = _frame_html(f.drop(columns='vector').set_index('layer'), '{:.3g}')
+        self.notes['profile'].value = (f'<i>weights: the share of the selected |sigma| (1 per layer); class share: the fraction of '
+                                       f'the images of class {html.escape(str(self.an.signals().classes[int(self.an.signals().labels[self.image.value])]))} '
+                                       f'selecting the direction</i>')
+    self._try('profile', draw)
+
+# %% ../nbs/11_explorers.ipynb #df6eb13c
+@patch
+def draw_class_profiles(self:ProfileExplorer):
+    "Heatmaps of the class profiles at the threshold (drawn once per threshold)."
+    def draw():
+        show_png(self.out['class-profiles'], self._cached_png(('class-profiles', self.t, tuple(self.names)),
+                                                              lambda: pf.plot_class_profiles(self.class_profile())))
+    self._try('class-profiles', draw)

@@ -159,7 +159,8 @@ def test_hypergraph_explorer(model, data, monkeypatch):
     d = dict(hx.draws)                                    # a class redraws only its maps
     label = hx.classes.index[1]
     hx.eqclass.value = label
-    assert hx.draws['hierarchy-plot'] == d['hierarchy-plot'] and hx.draws['class-maps'] == d['class-maps'] + 1
+    assert hx.draws['hierarchy-view'] == d['hierarchy-view'] and hx.draws['class-maps'] == d['class-maps'] + 1
+    assert hx.view.selected == label                      # the dropdown's class is highlighted in the view
     vec = [int(v[1:]) for v in hx.classes.loc[label, 'vectors']]
     tab = S.exemplary_images(ss, 'conv2', vec, k=1)
     assert hx.tables['class-exemplars']['index'].tolist() == tab['index'].tolist()
@@ -169,7 +170,7 @@ def test_hypergraph_explorer(model, data, monkeypatch):
     q, p = fam[fam.nodes == 0].iloc[0][['q', 'p']]
     hx.q.value, hx.p.value = q, p
     assert len(hx.classes) == 0 and 'no singular vector' in hx.notes['hypergraph'].value and hx.error.value == ''
-    assert hx.out['hierarchy-plot'].layout.display == 'none'
+    assert hx.view.layout.display == 'none' and hx.view.selected is None
     hx.layer.value = 'fc1'; hx.q.value, hx.p.value = 0.7, 50
     assert hx.error.value == '' and ('fully connected' in hx.notes['class-maps'].value or not len(hx.classes))
     quiet(hx)
@@ -183,7 +184,7 @@ def test_hypergraph_redraw_reads_the_family(model, data, monkeypatch):
     hx.q.value = 0.72
     assert len(built) <= 1 and families == []             # the hierarchy is built at most once; the family is cached
     n = len(built); hx.q.value = 0.85; hx.q.value = 0.72   # back to a table seen before: its figures come from the cache
-    assert len(built) - n <= 1 and hx.seconds['hierarchy-plot'] < 10 and families == []
+    assert len(built) - n <= 1 and families == []
 
 def test_sliders_debounced_in_an_event_loop(model, data):
     hx = E.HypergraphExplorer(model, data, layer='conv2', k=1, progress=False)
@@ -197,11 +198,58 @@ def test_sliders_debounced_in_an_event_loop(model, data):
             if not hx._pending: break
     asyncio.run(drag())
     assert hx.draws['hypergraph'] == n + 1 and 'q=0.80' in hx.status.value and not hx._pending
-    assert hx.draws['hierarchy-plot'] >= 2                # the deferred hierarchy came after the fast outputs
+    assert hx.draws['hierarchy-view'] == 2                # the view was updated once for the five steps
     async def flushed():
         hx.q.value = 0.7; hx.flush()
         assert hx.draws['hypergraph'] == n + 2 and not hx._pending
     asyncio.run(flushed())
+
+def test_hypergraph_view_selection_round_trip(model, data):
+    "A click in the view (what the browser sends: set_state) picks the class in the dropdown; the dropdown highlights it."
+    hx = E.HypergraphExplorer(model, data, layer='conv2', q=0.6, p=50, k=1, progress=False)
+    assert len(hx.classes) >= 2 and hx.view.selected == hx.eqclass.value == hx.classes.index[0]
+    assert sorted(n['id'] for n in hx.view.nodes) == sorted(hx.classes.index)
+    label = hx.classes.index[-1]
+    n = hx.draws['class-maps']
+    hx.view.set_state({'selected': label})
+    assert hx.eqclass.value == label and hx.draws['class-maps'] == n + 1 and label in hx.notes['class-maps'].value
+    assert f'picked={label}' in hx.status.value
+    vec = [int(v[1:]) for v in hx.classes.loc[label, 'vectors']]
+    assert hx.view.selected_vectors == vec
+    assert hx.tables['class-exemplars']['index'].tolist() == S.exemplary_images(hx.an.signals(), 'conv2', vec, k=1)['index'].tolist()
+    hx.eqclass.value = hx.classes.index[1]
+    assert hx.view.selected == hx.classes.index[1] and hx.draws['class-maps'] == n + 2
+    hx.view.set_state({'selected': None})                 # a deselection in the browser keeps the dropdown's class
+    assert hx.eqclass.value == hx.classes.index[1] and hx.error.value == ''
+
+def test_hypergraph_view_updated_in_place(model, data):
+    "A q step updates the one view with only what changed; a kept class stays selected; the view holds the new hierarchy."
+    hx = E.HypergraphExplorer(model, data, layer='conv2', q=0.6, p=50, k=1, progress=False)
+    view, sent = hx.view, []
+    view.comm.send = lambda data=None, buffers=None, **kw: sent.append(data)
+    keep = hx.classes.index[0]
+    hx.eqclass.value = keep
+    sent.clear()
+    hx.q.value = 0.61
+    assert hx.view is view and all('classes' not in m.get('state', {}) for m in sent if isinstance(m, dict))
+    G = hg.semantic_hierarchy(hg.layer_hypergraph(hx.an.signals(), 'conv2', 0.61, 50, empty_classes='drop'))
+    ids = [n['id'] for n in view.nodes]
+    assert sorted(ids) == sorted(G.nodes) and {(ids[a], ids[b]) for a, b in view.links} == set(G.edges)
+    assert hx.eqclass.value == (keep if keep in hx.classes.index else hx.classes.index[0]) == view.selected
+    node = view.nodes[0]                                   # hovering asks for a class's images: its node_exemplars
+    ex = hg.node_exemplars(hx.an.signals(), 'conv2', node['vectors'], data, [view.classes[c] for c in node['edges']], k=1, model=model)
+    got = view.images([node['key']])[node['key']]
+    assert [x['caption'] for x in got['images']] == [str(c) for c in ex['classes']] and len(got['maps']) == 1
+    hx.layer.value = 'conv1'                               # another layer: new image keys (no stale thumbnails)
+    assert not {n['key'] for n in view.nodes} & {node['key']} or view.layout.display == 'none'
+
+def test_close_closes_every_widget(model, data):
+    "close() closes the explorer's controls, outputs, the view and their layouts: nothing of a test instance is saved."
+    hx = E.HypergraphExplorer(model, data, layer='conv2', k=1, progress=False)
+    ws = leaves(hx.widget)
+    assert hx.view in ws and all(w.comm is not None for w in ws)
+    hx.close()
+    assert all(w.comm is None and w.layout.comm is None for w in ws) and hx.widget.comm is None
 
 # --- FeatureVisExplorer ---------------------------------------------------------------------------------------
 
@@ -285,11 +333,68 @@ def test_influence_explorer_bad_input(data):
 
 def test_every_explorer_reports_bad_models_in_the_widget(data):
     none = nn.Sequential(nn.Flatten(), nn.ReLU())
-    for cls in [E.LayerExplorer, E.HypergraphExplorer, E.FeatureVisExplorer, E.InfluenceExplorer]:
+    for cls in [E.LayerExplorer, E.HypergraphExplorer, E.FeatureVisExplorer, E.InfluenceExplorer, E.ProfileExplorer]:
         ex = cls(none, data, progress=False)
         assert not ex.ok and 'no linear layer' in ex.error.value, cls.__name__
     ex = E.ESDExplorer(none, progress=False)
     assert not ex.ok and 'no linear layer' in ex.error.value
+
+# --- ProfileExplorer ------------------------------------------------------------------------------------------
+
+def same_graph(G, H):
+    return (dict(G.nodes(data=True)) == dict(H.nodes(data=True))
+            and {(u, v): d for u, v, d in G.edges(data=True)} == {(u, v): d for u, v, d in H.edges(data=True)})
+
+def test_profile_explorer(model, data):
+    "The controls give the graph attribution_graph gives for that image and threshold, and svd_profile's row."
+    from convsvd import profiles as pf
+    px = E.ProfileExplorer(model, data, image=5, threshold=0.2, progress=False)
+    assert px.ok and px.error.value == ''
+    check_classes(px)
+    ss = S.collect_signals(model, data, progress=False)
+    for i, t in [(5, 0.2), (5, 0.45), (17, 0.45), (17, 1.0)]:
+        px.image.value, px.threshold.value = i, t
+        assert same_graph(px.graph(), pf.attribution_graph(model, data[i][0], threshold=t))
+        ref = pf.svd_profile(ss, t).subset([i]).to_frame()
+        f = px.profile_frame()
+        assert list(zip(f.layer, f.vector)) == list(zip(ref.layer, ref.vector)) and np.allclose(f.weight, ref.weight)
+        assert np.allclose(f.groupby('layer').weight.sum(), 1)
+        assert f'image={i}' in px.status.value and f'threshold={t:.2f}' in px.status.value
+    d = dict(px.draws)
+    px.image.value = 3                                      # the image: graph and profile, not the class profiles
+    assert px.draws['class-profiles'] == d['class-profiles'] and px.draws['attribution-graph'] == d['attribution-graph'] + 1
+    assert px.out['attribution-graph'].value == A.figure_png(pf.plot_attribution_graph(
+        pf.attribution_graph(model, data[3][0], threshold=1.0), data, ss, max_nodes=6))
+    px.threshold.value = 0.3
+    assert px.draws['class-profiles'] == d['class-profiles'] + 1
+    assert px.out['class-profiles'].value == A.figure_png(pf.plot_class_profiles(pf.svd_profile(ss, 0.3)))
+    quiet(px)
+
+def test_profile_explorer_class_graph(model, data):
+    "graph of: class gives attributions(...).graph(cls=) over the images of the image's class; the image alone gives it back."
+    from convsvd import profiles as pf
+    px = E.ProfileExplorer(model, data, image=7, threshold=0.3, graph_of='class', progress=False)
+    assert px.ok and px.error.value == ''
+    labels = np.array([int(data[i][1]) for i in range(len(data))])
+    c = labels[7]
+    pos = np.flatnonzero(labels == c)
+    A = pf.attributions(model, torch.stack([data[int(i)][0] for i in pos]), threshold=0.3, labels=labels[pos])
+    assert same_graph(px.graph(), A.graph(cls=int(c))) and px.graph().graph['images'] == len(pos)
+    assert f'images of class {c}' in px.notes['attribution-graph'].value and 'graph=class' in px.status.value
+    px.graph_of.value = 'image'
+    assert same_graph(px.graph(), pf.attribution_graph(model, data[7][0], threshold=0.3))
+    bad = E.ProfileExplorer(model, data, graph_of='both', progress=False)
+    assert not bad.ok and 'graph_of must be' in bad.error.value
+
+def test_profile_explorer_bad_input(model, data):
+    bad = E.ProfileExplorer(model, data, threshold=1.5, progress=False)
+    assert not bad.ok and 'threshold=1.5' in bad.error.value
+    bad = E.ProfileExplorer(model, data, edge_threshold=0, progress=False)
+    assert not bad.ok and 'edge_threshold' in bad.error.value
+    one = E.ProfileExplorer(model, data, layers=['fc2'], progress=False)
+    assert not one.ok and 'at least two linear layers' in one.error.value
+    an = A.Analysis(model, data)                            # an Analysis works the same
+    assert E.ProfileExplorer(an, image=2, progress=False).ok
 
 # --- one path: a SignalSet in, nothing recomputed -------------------------------------------------------------
 
@@ -328,7 +433,7 @@ def test_notebook_tests_leave_shown_explorers_alone():
     shown = [(i, c.strip().splitlines()[-1].strip()) for i, c in enumerate(cells)
              if re.fullmatch(r'[a-z]\w*', c.strip().splitlines()[-1].strip() if c.strip() else '')]
     shown = [(i, v) for i, v in shown if re.search(rf'^{v} = \w+Explorer\(', cells[i], re.M)]
-    assert {v for _, v in shown} >= {'lx', 'ex', 'hx', 'fx', 'ix'}
+    assert {v for _, v in shown} >= {'lx', 'ex', 'hx', 'fx', 'ix', 'px'}
     for i, v in shown:
         later = '\n'.join(cells[i + 1:])
-        assert not re.search(rf'\b{v}\.(\w+\.value\s*=|render\(|flush\(|\w+\.options\s*=)', later), v
+        assert not re.search(rf'\b{v}\.(\w+\.value\s*=|render\(|flush\(|\w+\.options\s*=|view\.(selected\s*=|set_state))', later), v
