@@ -6,11 +6,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import assume, given, settings, strategies as st, HealthCheck
 
 from convsvd.esd import (MATRIZATIONS, PowerLawFit, alpha_hat, alpha_hat_correlations, alpha_hat_summary,
                          compare_matrizations, esd_table, fit_power_law, gram_eigenvalues)
-from convsvd.matrization import layer_svd, toeplitz_matrix
+import convsvd.esd as esd_mod
+from convsvd.core import cache
+from convsvd.matrization import layer_svd, singular_value_counts, toeplitz_matrix
 from convsvd.models import MnistNet, default_model
 
 
@@ -73,7 +75,7 @@ def test_exhaustive_equals_reference(case):
 @given(st.lists(st.floats(1e-3, 1e3), min_size=20, max_size=120), st.integers(0, 3))
 def test_exhaustive_equals_reference_property(values, dup):
     x = np.repeat(np.asarray(values), 1 + dup % 2)            # half the examples with every value twice
-    if x.max() <= x.min() * (1 + 1e-6): return               # constant spectra are refused (tested below)
+    assume(x.max() > x.min() * (1 + 1e-6))                   # constant spectra are refused (tested below)
     D, alpha, xmin, n = reference_fit(x)
     r = fit_power_law(x, mode='exhaustive')
     assert r.xmin == xmin and r.n_tail == n
@@ -203,7 +205,7 @@ def test_slices_are_weightwatchers_pooled_slices():
 def test_gram_eigenvalues_bad_input():
     conv = nn.Conv2d(3, 4, 3)
     with pytest.raises(ValueError, match='needs input_size'): gram_eigenvalues(conv, 'W2')
-    with pytest.raises(ValueError, match=r'stride \(2, 2\)'): gram_eigenvalues(nn.Conv2d(3, 4, 3, stride=2), 'W2', 8)
+    with pytest.raises(ValueError, match=r'not a multiple of the stride \(2, 2\)'): gram_eigenvalues(nn.Conv2d(3, 4, 3, stride=2), 'W2', 7)
     with pytest.raises(ValueError, match='matrization must be one of'): gram_eigenvalues(conv, 'W9')
     with pytest.raises(ValueError, match='normalize must be'): gram_eigenvalues(conv, normalize=-1)
     with pytest.raises(TypeError, match='Conv1d, Conv2d and Linear'): gram_eigenvalues(nn.ReLU())
@@ -243,17 +245,19 @@ def test_esd_table_flags_and_never_crashes():
     assert model.training                                        # mode restored
     for k, v in model.state_dict().items(): assert torch.equal(v.nan_to_num(), before[k].nan_to_num()), k
     f = tab.set_index(['layer', 'matrization'])['flags']
-    assert f[('stem', 'W2')] == 'strided' and f[('dw', 'W2')] == 'depthwise'
+    assert f[('stem', 'W2')] == '' and f[('dw', 'W2')] == 'depthwise'          # a strided W2 through its polyphase components
     assert 'depthwise' in f[('dw', 'W1')] and 'depthwise' in f[('dw', 'slices')]
     assert f[('zero', 'W1')] == 'zero' and f[('ortho', 'W2')] == 'constant'
     assert all(f[('nan', m)] == 'nan_weights' for m in MATRIZATIONS)
     assert f[('head', 'W1')] == 'few_eigs' and f[('good', 'W1')] == ''
     assert (tab.loc[tab['flags'] != '', 'reason'] != '').all()
     s = alpha_hat_summary(tab)
-    assert s.loc['W1', 'layers_used'] == 1 and s.loc['W2', 'layers_used'] == 1
+    assert s.loc['W1', 'layers_used'] == 1 and s.loc['W2', 'layers_used'] == 2
     good = tab[(tab.layer == 'good') & (tab.matrization == 'W2')].iloc[0]
     assert good['input'] == '8x8' and good['n_eigs'] == 16 * 64
-    assert math.isclose(alpha_hat(tab, 'W2'), good['alpha'] * math.log10(good['lambda_max']))
+    used = tab[(tab.matrization == 'W2') & (tab['flags'] == '')]
+    assert sorted(used.layer) == ['good', 'stem']
+    assert math.isclose(alpha_hat(tab, 'W2'), (used['alpha'] * np.log10(used['lambda_max'])).sum())
     no_size = esd_table(model, 'W2', layers=['good', 'head'], progress=False)
     assert no_size['flags'].tolist() == ['no_input_size', 'few_eigs']
 
@@ -291,3 +295,64 @@ def test_alpha_hat_correlations():
     assert c.loc[('a', 'W1'), 'pearson_r'] < -0.95 and c.loc[('a', 'W1'), 'n'] == 4
     assert math.isnan(c.loc[('b', 'W1'), 'pearson_r'])                   # two points: no correlation
     with pytest.raises(KeyError, match='needs the columns'): alpha_hat_correlations(frame.drop(columns='family'))
+
+
+# ---------------------------------------------------------------- large layers, the cache, strided W2
+
+def test_strided_w2_is_the_explicit_operators_spectrum():
+    torch.manual_seed(0)
+    for conv, m in ((nn.Conv2d(3, 8, 3, stride=2, padding=1, padding_mode='circular', bias=False), 12),
+                    (nn.Conv2d(4, 6, 1, stride=2, bias=False), 10), (nn.Conv2d(2, 5, 4, stride=2, padding=1, padding_mode='circular'), 8)):
+        conv = conv.double()
+        ev = gram_eigenvalues(conv, 'W2', m)
+        T = toeplitz_matrix(conv, m)
+        ref = torch.linalg.eigvalsh(T @ T.T).flip(0).numpy()[:len(ev)]
+        np.testing.assert_allclose(ev, ref, rtol=1e-7, atol=1e-12*ref[0])
+        model = nn.Sequential(conv)
+        tab = esd_table(model, 'W2', input_shape=(conv.in_channels, m, m), progress=False)
+        assert tab.n_eigs[0] == singular_value_counts(model, (conv.in_channels, m, m)).W2[0] == len(ev)
+
+
+def test_strided_counts_explain_the_difference():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 4, 1, stride=2))
+    tab = esd_table(model, 'W2', input_shape=(1, 9, 9), progress=False).set_index('layer')
+    assert tab.loc['0', 'flags'] == '' and 'own operator 9x9 -> 7x7' in tab.loc['0', 'reason']
+    assert tab.loc['1', 'flags'] == 'strided' and 'not a multiple of the stride' in tab.loc['1', 'reason']
+
+
+def test_no_layer_is_skipped():
+    "WeightWatcher skips layers above 15,000 eigenvalues or 50,000 rows; the ESD table keeps every one."
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(20, 32, 3, padding=1), nn.Flatten(), nn.Linear(32*30*30, 40))  # 28,800 features
+    tab = esd_table(model, ('W1', 'W2'), input_shape=(20, 30, 30), progress=False).set_index(['layer', 'matrization'])
+    assert tab.loc[('0', 'W2'), 'n_eigs'] == 20*30*30 > 15_000 and tab.loc[('2', 'W1'), 'n_eigs'] == 40
+    assert np.isfinite(tab.alpha).all()
+
+
+def test_spectra_are_cached_per_weight_and_shared(monkeypatch):
+    torch.manual_seed(0)
+    calls = []
+    real = esd_mod._gram_values
+    monkeypatch.setattr(esd_mod, '_gram_values', lambda M: calls.append(M.shape) or real(M))
+    fc = nn.Linear(700, 300)
+    ev = gram_eigenvalues(fc)
+    for m in MATRIZATIONS: np.testing.assert_array_equal(gram_eigenvalues(fc, m), ev)   # a Linear layer: one computation
+    assert len(calls) == 1
+    ev[:] = 0                                                          # the caller's copy
+    assert gram_eigenvalues(fc)[0] > 0
+    with torch.no_grad(): fc.weight.mul_(2)
+    np.testing.assert_allclose(gram_eigenvalues(fc), 4*gram_eigenvalues(fc, normalize=0.25), rtol=1e-12)
+    assert len(calls) == 2
+    conv = nn.Conv2d(64, 128, 3)
+    S = layer_svd(conv).S.double().numpy()                            # the Gram route leaves its eigenvalues behind
+    assert len(calls) == 2
+    np.testing.assert_allclose(gram_eigenvalues(conv), S**2, rtol=1e-6)
+    assert len(calls) == 2
+
+
+def test_esd_leaves_spectral_norm_buffers_alone():
+    model = nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Conv2d(3, 16, 3, padding=1)), nn.Flatten(),
+                          nn.utils.parametrizations.spectral_norm(nn.Linear(16*8*8, 10))).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    esd_table(model, input_shape=(3, 8, 8), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
