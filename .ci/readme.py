@@ -28,6 +28,7 @@ def render():
         if code and 'hide_input' not in directives: parts.append(f'```python\n{code}\n```\n')
         for out in cell.get('outputs', []):
             data = out.get('data', {})
+            if 'application/vnd.jupyter.widget-view+json' in data: continue   # a live widget: nothing to show in a README
             if 'image/png' in data:
                 name = f'readme_{len(images)}.png'
                 images[img_dir/name] = base64.b64decode(data['image/png'])
