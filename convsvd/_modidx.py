@@ -772,6 +772,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'convsvd.matrization._gram_route': ('matrization.html#_gram_route', 'convsvd/matrization.py'),
                                      'convsvd.matrization._kernel_lags': ('matrization.html#_kernel_lags', 'convsvd/matrization.py'),
                                      'convsvd.matrization._layer_like': ('matrization.html#_layer_like', 'convsvd/matrization.py'),
+                                     'convsvd.matrization._layer_svd': ('matrization.html#_layer_svd', 'convsvd/matrization.py'),
                                      'convsvd.matrization._linear_input': ('matrization.html#_linear_input', 'convsvd/matrization.py'),
                                      'convsvd.matrization._needs': ('matrization.html#_needs', 'convsvd/matrization.py'),
                                      'convsvd.matrization._orient': ('matrization.html#_orient', 'convsvd/matrization.py'),

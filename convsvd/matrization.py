@@ -777,6 +777,10 @@ def layer_svd(module:nn.Module, # a Conv1d, Conv2d or Linear layer (or a subclas
               progress:bool=False, # a progress bar while a long decomposition runs
              )->LayerSVD: # U (d, r), S (r,), Vh (r, c_g*k*k, built when read), group (r,), error (r,)
     "The SVD of a layer's unfolded weight W1 (section 4.3), per group, with a deterministic sign convention."
+    return _layer_svd(module, rank, name, method, progress).clone()
+
+def _layer_svd(module:nn.Module, rank:int=None, name:str=None, method:str='auto', progress:bool=False)->LayerSVD:
+    "`layer_svd` without the copy: the cached decomposition itself, for convsvd's own passes (never handed to users)."
     _check(module, name)
     if method not in METHODS: raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
     W = read_weight(module)                           # never `module.weight`: a parametrisation in train mode would run
@@ -787,10 +791,10 @@ def layer_svd(module:nn.Module, # a Conv1d, Conv2d or Linear layer (or a subclas
     route = _route(module, name, (g, d // g, cgk), method, rank, size, W.device)
     key = weight_key(module)
     if route == 'randomized':
-        return cache(module, ('svd', 'randomized', rank), key, lambda: _compute(module, name, key, route, rank, progress)).clone()
+        return cache(module, ('svd', 'randomized', rank), key, lambda: _compute(module, name, key, route, rank, progress))
     default = _route(module, name, (g, d // g, cgk), 'auto', None, size, W.device) == route
     svd = cache(module, 'svd' if default else ('svd', route), key, lambda: _compute(module, name, key, route, None, progress))
-    return (svd if rank is None else svd.truncate(rank)).clone()
+    return svd if rank is None else svd.truncate(rank)
 
 # %% ../nbs/01_matrization.ipynb #84f10395
 def model_svd(model:nn.Module, # any PyTorch model

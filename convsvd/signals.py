@@ -17,7 +17,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .matrization import layer_svd, output_size, receptive_fields, LayerSVD
+from .matrization import layer_svd, output_size, receptive_fields, LayerSVD, _layer_svd
 from .core import (as_batch, batches, capture, class_names, close_matches, find_layer, fingerprint, frozen,
                           image_array, linear_layers, model_device, model_output, module_copy, normalization, on_device,
                           run_model, split_batch, state_key, to_model)
@@ -483,7 +483,7 @@ def _svds(net:nn.Module, mods:dict)->dict:
     out = {}
     with frozen(net):
         for n, m in mods.items():
-            s = layer_svd(m, name=n)
+            s = _layer_svd(m, name=n)                 # the cached U and S, not copies of them
             out[n] = _US(s.U, s.S)
     return out
 
