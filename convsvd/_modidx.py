@@ -894,7 +894,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'convsvd.profiles._grad_positions': ('profiles.html#_grad_positions', 'convsvd/profiles.py'),
                                   'convsvd.profiles._influential': ('profiles.html#_influential', 'convsvd/profiles.py'),
                                   'convsvd.profiles._layer_sets': ('profiles.html#_layer_sets', 'convsvd/profiles.py'),
-                                  'convsvd.profiles._min_sums': ('profiles.html#_min_sums', 'convsvd/profiles.py'),
+                                  'convsvd.profiles._min_max_sums': ('profiles.html#_min_max_sums', 'convsvd/profiles.py'),
                                   'convsvd.profiles._numpy': ('profiles.html#_numpy', 'convsvd/profiles.py'),
                                   'convsvd.profiles._pair_weights': ('profiles.html#_pair_weights', 'convsvd/profiles.py'),
                                   'convsvd.profiles._positions': ('profiles.html#_positions', 'convsvd/profiles.py'),

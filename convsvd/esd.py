@@ -317,7 +317,7 @@ def _prechecks(module, matrization, size)->tuple:
         return flags, reasons, False
     own, circular, note = _w2_counts(module, size)
     if circular is None:
-        flags.append('strided'); reasons.append(note)
+        flags.append('strided' if 'stride' in note else 'small_input'); reasons.append(note)
         return flags, reasons, False
     if note: reasons.append(f"{note}: {circular:,} values here, {own:,} for the layer's own operator")
     return flags, reasons, True
@@ -493,7 +493,8 @@ def plot_layer_alphas(table:pd.DataFrame, # made by `esd_table`
     import matplotlib.pyplot as plt
     for m in matrizations: _usable(table, m, True)
     layers = list(dict.fromkeys(table['layer']))
-    fig, axs = plt.subplots(1, 2, figsize=(11, 3.6), dpi=90)
+    wide = len(layers) > 16                               # many layers: one full-width row each, so every name fits
+    fig, axs = plt.subplots(2 if wide else 1, 1 if wide else 2, figsize=(11, 7.5 if wide else 3.6), dpi=90, sharex=wide)
     for k, m in enumerate(matrizations):
         t = table[table['matrization'] == m].set_index('layer').reindex(layers)
         pos = np.arange(len(layers))
@@ -505,9 +506,11 @@ def plot_layer_alphas(table:pd.DataFrame, # made by `esd_table`
         axs[1].plot(pos[~ok], t['alpha'][~ok], 'o', mfc='none', color=c, label=f'{m} (flagged)' if (~ok).any() else None)
     axs[0].set_yscale('log'); axs[0].set_ylabel('number of eigenvalues')
     axs[1].set_ylabel(r'$\alpha$')
+    step = max(1, -(-len(layers) // 70))                  # at most 70 names on an 11-inch axis
     for ax in axs:
-        ax.set_xticks(np.arange(len(layers)), layers, rotation=60, ha='right', fontsize=7)
+        ax.set_xticks(np.arange(0, len(layers), step), layers[::step], rotation=60 if not wide else 90, ha='right' if not wide else 'center', fontsize=7)
         ax.legend(fontsize=8)
+    if wide: axs[0].tick_params(labelbottom=False)
     if title: fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig

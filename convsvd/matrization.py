@@ -872,6 +872,9 @@ def _w2_counts(m:nn.Module, size:tuple)->tuple:
     n = _spatial(output_size(m, size), nd)
     own = g*min(m.out_channels // g * math.prod(n), m.in_channels // g * math.prod(sz))
     shown = lambda t: 'x'.join(map(str, t[-nd:]))
+    ext = tuple(d*(kk - 1) + 1 for d, kk in zip(dl, k))
+    if any(a < e for a, e in zip(sz, ext)):
+        return own, None, f"input {shown(sz)} is smaller than the kernel {shown(ext)}: no circular W2 spectrum"
     if any(a % b for a, b in zip(sz, s)):
         return own, None, f"input {shown(sz)} is not a multiple of the stride {shown(s)}: no circular W2 spectrum"
     small = tuple(a // b for a, b in zip(sz, s))

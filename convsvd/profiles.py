@@ -291,13 +291,14 @@ def _row_names(p:Profile)->list:
     return p.indices.tolist() if len(p) and (p.indices >= 0).all() else list(range(len(p)))
 
 # %% ../nbs/08_profiles.ipynb #ed167ff4
-def _min_sums(A:sp.csr_matrix, B:sp.csr_matrix, budget:int=2**24)->np.ndarray:
-    "sum_k min(A_ik, B_jk) for every pair of rows, in row chunks of A."
-    Bd, out = B.toarray(), np.zeros((A.shape[0], B.shape[0]))
+def _min_max_sums(A:sp.csr_matrix, B:sp.csr_matrix, budget:int=2**24)->tuple:
+    "(sum_k min(A_ik, B_jk), sum_k max(A_ik, B_jk)) for every pair of rows, in row chunks of A."
+    Bd, lo, hi = B.toarray(), np.zeros((A.shape[0], B.shape[0])), np.zeros((A.shape[0], B.shape[0]))
     step = max(1, budget // max(Bd.size, 1))
     for s in range(0, A.shape[0], step):
-        out[s:s + step] = np.minimum(A[s:s + step].toarray()[:, None], Bd[None]).sum(-1)
-    return out
+        a = A[s:s + step].toarray()[:, None]
+        lo[s:s + step], hi[s:s + step] = np.minimum(a, Bd[None]).sum(-1), np.maximum(a, Bd[None]).sum(-1)
+    return lo, hi
 
 # %% ../nbs/08_profiles.ipynb #4b168240
 def jaccard(a:Profile,       # a profile (rows: images or classes)
@@ -316,9 +317,7 @@ def jaccard(a:Profile,       # a profile (rows: images or classes)
         if k not in b.counts: raise KeyError(f"layer {k!r} is not in profile b; {close_matches(k, b.layers)}")
         if a.ranks[k] != b.ranks[k]: raise ValueError(f"layer {k!r} has {a.ranks[k]} directions in a but {b.ranks[k]} in b")
     A, B = _stacked(a, names, weighted), _stacked(b, names, weighted)
-    if weighted:
-        inter = _min_sums(A, B)
-        union = A.sum(1).A + B.sum(1).A.T - inter
+    if weighted: inter, union = _min_max_sums(A, B)          # max sums, not a + b - min: a row with itself gives exactly 1
     else:
         inter = (A @ B.T).toarray()
         union = A.sum(1).A + B.sum(1).A.T - inter

@@ -165,7 +165,7 @@ def test_plot_layer_esds_and_is_conv(data):
     an = A.Analysis(default_model(), data)
     fig = A.plot_layer_esds(an, 'conv2', ('W1', 'W2', 'slices'))
     assert len(fig.axes) == 3 and A.png_size(A.figure_png(fig))[0] > 300 and not plt.get_fignums()
-    strided = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.Flatten(), nn.Linear(4 * 13 * 13, 10))
+    strided = nn.Sequential(nn.Conv2d(1, 4, 3, stride=3), nn.Flatten(), nn.Linear(4 * 9 * 9, 10))   # 28 is no multiple of 3
     fig = A.plot_layer_esds(A.Analysis(strided, data), '0', ('W1', 'W2'))
     assert 'no spectrum' in fig.axes[1].texts[0].get_text(); plt.close(fig)
     assert [A.is_conv(x) for x in (nn.Conv2d(1, 1, 1), nn.Linear(1, 1))] == [True, False]

@@ -3,7 +3,7 @@
 JupyterLab is started on 127.0.0.1 with a random token and a free port, on a temporary copy of `nbs/`;
 Playwright's Python package drives Debian's Chromium (`/usr/bin/chromium`; never `playwright install`).
 The suite skips only when Chromium or playwright is absent."""
-import json, os, re, shutil, signal, socket, subprocess, sys, time, urllib.request, uuid
+import contextlib, json, os, re, signal, socket, subprocess, sys, time, urllib.request, uuid
 from pathlib import Path
 
 import pytest
@@ -41,35 +41,31 @@ def sync_playwright():
         pytest.skip(f'Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)')
     return sync_playwright
 
-@pytest.fixture(scope='module')
-def lab(tmp_path_factory, sync_playwright):
-    "A JupyterLab server on 127.0.0.1 serving a temporary copy of the explorers notebook; killed at teardown."
-    root = tmp_path_factory.mktemp('lab')
+@contextlib.contextmanager
+def serve_lab(root:Path, nb:dict, name:str):
+    "JupyterLab on 127.0.0.1 (random token, free port) serving notebook `nb` as root/nbs/`name`; killed with its kernels on exit."
     nbdir = root/'nbs'; nbdir.mkdir()
-    nb = json.loads(Path(NOTEBOOK).read_text())
     # a kernelspec spares the kernel picker dialog (nbdev-clean may drop it from the saved notebook)
     nb.setdefault('metadata', {})['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
-    name = Path(NOTEBOOK).name
     (nbdir/name).write_text(json.dumps(nb))
     token, port = uuid.uuid4().hex, _free_port()
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root/'cfg'), JUPYTER_RUNTIME_DIR=str(root/'rt'),
-               JUPYTERLAB_WORKSPACES_DIR=str(root/'ws'), MPLBACKEND='module://matplotlib_inline.backend_inline',
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
-    env.pop('JUPYTER_TOKEN', None)
-    # no "Jupyter news?" toast over the widgets in the screenshots
-    notif = root/'settings'/'@jupyterlab'/'apputils-extension'
+    notif = root/'settings'/'@jupyterlab'/'apputils-extension'      # no "Jupyter news?" toast over the screenshots
     notif.mkdir(parents=True)
     (notif/'notification.jupyterlab-settings').write_text(json.dumps({'fetchNews': 'false', 'checkForUpdates': False}))
-    env['JUPYTERLAB_SETTINGS_DIR'] = str(root/'settings')
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root/'cfg'), JUPYTER_RUNTIME_DIR=str(root/'rt'),
+               JUPYTERLAB_WORKSPACES_DIR=str(root/'ws'), JUPYTERLAB_SETTINGS_DIR=str(root/'settings'),
+               MPLBACKEND='module://matplotlib_inline.backend_inline',
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+    env.pop('JUPYTER_TOKEN', None)
     cmd = [sys.executable, '-m', 'jupyterlab', '--allow-root', '--no-browser', '--ip=127.0.0.1', f'--port={port}',
            f'--ServerApp.token={token}', '--ServerApp.password=', f'--ServerApp.root_dir={nbdir}',
-           '--LabApp.expose_app_in_browser=True', f'--LabApp.workspaces_dir={root/"ws"}',
-           '--ServerApp.port_retries=0']
+           '--LabApp.expose_app_in_browser=True', f'--LabApp.workspaces_dir={root/"ws"}', '--ServerApp.port_retries=0']
     log = open(root/'lab.log', 'w')
     proc = subprocess.Popen(cmd, cwd=nbdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_http(f'http://127.0.0.1:{port}/api/status?token={token}', proc)
-        yield dict(url=f'http://127.0.0.1:{port}', token=token, notebook=name, log=root/'lab.log', proc=proc)
+        yield dict(url=f'http://127.0.0.1:{port}', token=token, notebook=name)
     finally:
         # the server and every kernel it started live in their own process group
         try: os.killpg(proc.pid, signal.SIGTERM)
@@ -79,26 +75,35 @@ def lab(tmp_path_factory, sync_playwright):
             os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
         log.close()
 
-@pytest.fixture(scope='module')
-def page(lab, sync_playwright):
-    "A Chromium page with the explorers notebook open, all cells run."
+@contextlib.contextmanager
+def open_notebook(sync_playwright, lab:dict, height:int, run_all_timeout:int):
+    "A Chromium page with the lab's notebook open and all its cells run; `page.js_errors` collects the page's errors."
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
-            pg = browser.new_page(viewport={'width': 1400, 'height': 1600})
-            errors = []
-            pg.on('pageerror', lambda e: errors.append(str(e)))
+            pg = browser.new_page(viewport={'width': 1400, 'height': height})
+            pg.js_errors = []
+            pg.on('pageerror', lambda e: pg.js_errors.append(str(e)))
             pg.goto(f"{lab['url']}/lab/tree/{lab['notebook']}?token={lab['token']}&reset", wait_until='domcontentloaded')
             pg.wait_for_function('() => window.jupyterapp && window.jupyterapp.shell.currentWidget '
                                  '&& window.jupyterapp.shell.currentWidget.sessionContext', timeout=90_000)
             wait_kernel_idle(pg, 120)
             pg.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            wait_run_all(pg, RUN_ALL_TIMEOUT)
-            pg.js_errors = errors
+            wait_run_all(pg, run_all_timeout)
             yield pg
         finally:
             browser.close()
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory, sync_playwright):
+    "A JupyterLab server serving a temporary copy of the explorers notebook (its saved widget state kept)."
+    with serve_lab(tmp_path_factory.mktemp('lab'), json.loads(Path(NOTEBOOK).read_text()), Path(NOTEBOOK).name) as lab: yield lab
+
+@pytest.fixture(scope='module')
+def page(lab, sync_playwright):
+    "A Chromium page with the explorers notebook open, all cells run."
+    with open_notebook(sync_playwright, lab, 1600, RUN_ALL_TIMEOUT) as pg: yield pg
 
 # --- helpers ------------------------------------------------------------------------------------------------
 

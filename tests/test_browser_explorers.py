@@ -7,13 +7,13 @@ definitions, the default model and data, the HypergraphExplorer and the ProfileE
 a minute. A click on a box of the semantic hierarchy at its drawn position must pick that equivalence class in the
 kernel (the dropdown follows, the class maps redraw); a class picked in the dropdown must be highlighted in the view;
 screenshots go to tests/_screenshots/."""
-import json, os, re, signal, subprocess, sys, time, uuid
+import json, re, time
 from pathlib import Path
 
 import pytest
 
-from test_browser import (CHROMIUM, FLAGS, SHOTS, _free_port, _wait_http, error_outputs, img_src, kernel_eval, sync_playwright,
-                          wait_drawn, wait_kernel_idle, wait_run_all, wait_text)
+from test_browser import (SHOTS, error_outputs, img_src, kernel_eval, open_notebook, serve_lab, sync_playwright, wait_drawn,
+                          wait_text)
 
 pytestmark = pytest.mark.browser
 
@@ -32,62 +32,19 @@ def _kept(cell)->bool:
 
 @pytest.fixture(scope='module')
 def ex_lab(tmp_path_factory, sync_playwright):
-    "JupyterLab on 127.0.0.1 (random token, free port) serving the cut copy of the explorers notebook; killed at teardown."
-    root = tmp_path_factory.mktemp('exlab')
-    nbdir = root/'nbs'; nbdir.mkdir()
+    "JupyterLab serving the cut copy of the explorers notebook (no saved widget state: Run All draws the views)."
     nb = json.loads(NOTEBOOK.read_text())
-    nb.setdefault('metadata', {})['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
-    nb['metadata'].pop('widgets', None)
+    nb.setdefault('metadata', {}).pop('widgets', None)
     nb['cells'] = [c for c in nb['cells'] if _kept(c)]
     for c in nb['cells']:
         if c['cell_type'] == 'code': c['outputs'], c['execution_count'] = [], None
-    (nbdir/NOTEBOOK.name).write_text(json.dumps(nb))
-    token, port = uuid.uuid4().hex, _free_port()
-    settings = root/'settings'/'@jupyterlab'/'apputils-extension'; settings.mkdir(parents=True)
-    (settings/'notification.jupyterlab-settings').write_text(json.dumps({'fetchNews': 'false', 'checkForUpdates': False}))
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root/'cfg'), JUPYTER_RUNTIME_DIR=str(root/'rt'),
-               JUPYTERLAB_WORKSPACES_DIR=str(root/'ws'), JUPYTERLAB_SETTINGS_DIR=str(root/'settings'),
-               MPLBACKEND='module://matplotlib_inline.backend_inline',
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
-    env.pop('JUPYTER_TOKEN', None)
-    cmd = [sys.executable, '-m', 'jupyterlab', '--allow-root', '--no-browser', '--ip=127.0.0.1', f'--port={port}',
-           f'--ServerApp.token={token}', '--ServerApp.password=', f'--ServerApp.root_dir={nbdir}',
-           '--LabApp.expose_app_in_browser=True', f'--LabApp.workspaces_dir={root/"ws"}', '--ServerApp.port_retries=0']
-    log = open(root/'lab.log', 'w')
-    proc = subprocess.Popen(cmd, cwd=nbdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_http(f'http://127.0.0.1:{port}/api/status?token={token}', proc)
-        yield dict(url=f'http://127.0.0.1:{port}', token=token, notebook=NOTEBOOK.name)
-    finally:
-        try: os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError: pass
-        try: proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
-        log.close()
+    with serve_lab(tmp_path_factory.mktemp('exlab'), nb, NOTEBOOK.name) as lab: yield lab
 
 
 @pytest.fixture(scope='module')
 def page(ex_lab, sync_playwright):
     "A Chromium page with the cut explorers notebook open and all its cells run."
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            pg = browser.new_page(viewport={'width': 1400, 'height': 1100})
-            errors = []
-            pg.on('pageerror', lambda e: errors.append(str(e)))
-            pg.goto(f"{ex_lab['url']}/lab/tree/{ex_lab['notebook']}?token={ex_lab['token']}&reset", wait_until='domcontentloaded')
-            pg.wait_for_function('() => window.jupyterapp && window.jupyterapp.shell.currentWidget '
-                                 '&& window.jupyterapp.shell.currentWidget.sessionContext', timeout=90_000)
-            wait_kernel_idle(pg, 120)
-            pg.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            wait_run_all(pg, RUN_ALL_TIMEOUT)
-            pg.js_errors = errors
-            yield pg
-        finally:
-            browser.close()
+    with open_notebook(sync_playwright, ex_lab, 1100, RUN_ALL_TIMEOUT) as pg: yield pg
 
 
 def until(pg, fn, timeout_s=30, what='condition'):

@@ -4,13 +4,12 @@ The server, Chromium and the waiting helpers are those of tests/test_browser.py 
 downloaded browser). A click on a box of the hierarchy at its drawn position must set `selected` in the kernel, a
 value set in the kernel must highlight the box, the wheel must zoom with labels at a constant size; screenshots go
 to tests/_screenshots/."""
-import json, os, re, signal, subprocess, sys, uuid
+import json
 from pathlib import Path
 
 import pytest
 
-from test_browser import (CHROMIUM, FLAGS, SHOTS, _free_port, _wait_http, error_outputs, sync_playwright, wait_kernel_idle,
-                          wait_run_all)
+from test_browser import SHOTS, error_outputs, open_notebook, serve_lab, sync_playwright
 
 pytestmark = pytest.mark.browser
 
@@ -21,59 +20,16 @@ RUN_ALL_TIMEOUT = 300
 
 @pytest.fixture(scope='module')
 def hv_lab(tmp_path_factory, sync_playwright):
-    "JupyterLab on 127.0.0.1 (random token, free port) serving a copy of the hyperview notebook; killed at teardown."
-    root = tmp_path_factory.mktemp('hvlab')
-    nbdir = root/'nbs'; nbdir.mkdir()
+    "JupyterLab serving a copy of the hyperview notebook (no saved widget state: Run All replaces it anyway)."
     nb = json.loads(NOTEBOOK.read_text())
-    nb.setdefault('metadata', {})['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
-    nb['metadata'].pop('widgets', None)            # stale saved views would only be replaced by Run All
-    (nbdir/NOTEBOOK.name).write_text(json.dumps(nb))
-    token, port = uuid.uuid4().hex, _free_port()
-    settings = root/'settings'/'@jupyterlab'/'apputils-extension'; settings.mkdir(parents=True)
-    (settings/'notification.jupyterlab-settings').write_text(json.dumps({'fetchNews': 'false', 'checkForUpdates': False}))
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root/'cfg'), JUPYTER_RUNTIME_DIR=str(root/'rt'),
-               JUPYTERLAB_WORKSPACES_DIR=str(root/'ws'), JUPYTERLAB_SETTINGS_DIR=str(root/'settings'),
-               MPLBACKEND='module://matplotlib_inline.backend_inline',
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
-    env.pop('JUPYTER_TOKEN', None)
-    cmd = [sys.executable, '-m', 'jupyterlab', '--allow-root', '--no-browser', '--ip=127.0.0.1', f'--port={port}',
-           f'--ServerApp.token={token}', '--ServerApp.password=', f'--ServerApp.root_dir={nbdir}',
-           '--LabApp.expose_app_in_browser=True', f'--LabApp.workspaces_dir={root/"ws"}', '--ServerApp.port_retries=0']
-    log = open(root/'lab.log', 'w')
-    proc = subprocess.Popen(cmd, cwd=nbdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_http(f'http://127.0.0.1:{port}/api/status?token={token}', proc)
-        yield dict(url=f'http://127.0.0.1:{port}', token=token, notebook=NOTEBOOK.name)
-    finally:
-        try: os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError: pass
-        try: proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
-        log.close()
+    nb.setdefault('metadata', {}).pop('widgets', None)
+    with serve_lab(tmp_path_factory.mktemp('hvlab'), nb, NOTEBOOK.name) as lab: yield lab
 
 
 @pytest.fixture(scope='module')
 def page(hv_lab, sync_playwright):
     "A Chromium page with the hyperview notebook open and all its cells run."
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            pg = browser.new_page(viewport={'width': 1400, 'height': 1000})
-            errors = []
-            pg.on('pageerror', lambda e: errors.append(str(e)))
-            pg.goto(f"{hv_lab['url']}/lab/tree/{hv_lab['notebook']}?token={hv_lab['token']}&reset", wait_until='domcontentloaded')
-            pg.wait_for_function('() => window.jupyterapp && window.jupyterapp.shell.currentWidget '
-                                 '&& window.jupyterapp.shell.currentWidget.sessionContext', timeout=90_000)
-            wait_kernel_idle(pg, 120)
-            pg.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            wait_run_all(pg, RUN_ALL_TIMEOUT)
-            pg.js_errors = errors
-            yield pg
-        finally:
-            browser.close()
+    with open_notebook(sync_playwright, hv_lab, 1000, RUN_ALL_TIMEOUT) as pg: yield pg
 
 
 KERNEL_EXEC = '''async (code) => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
