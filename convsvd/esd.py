@@ -283,7 +283,7 @@ def gram_eigenvalues(module:nn.Module, # a Conv1d, Conv2d or Linear layer
     return np.sort(ev)[::-1].copy()
 
 # %% ../nbs/03_esd.ipynb #d2767dce
-_FLAG_ORDER = ('nan_weights', 'depthwise', 'no_input_size', 'strided', 'zero', 'constant', 'few_eigs', 'fit_failed')
+_FLAG_ORDER = ('nan_weights', 'depthwise', 'no_input_size', 'strided', 'small_input', 'zero', 'constant', 'few_eigs', 'fit_failed')
 
 def _input_sizes(model, names, input_shape):
     "Spatial input size of each named layer (`input_sizes`), with the input shape named when the forward pass fails."
