@@ -506,12 +506,14 @@ def _gram(M:Tensor, # a batch (g, p, q) with p <= q
 def _eigh(G:Tensor, lower:bool=False, vectors:bool=True)->tuple:
     "Eigenvalues (descending) and eigenvectors of a batch of symmetric float64 matrices (`lower`: only the lower triangle is set)."
     if not vectors: return torch.linalg.eigvalsh(G, UPLO='L' if lower else 'U').flip(-1), None
-    if G.device.type == 'cpu' and G.shape[0] == 1 and G.shape[-1] >= 256:    # LAPACK's syevd: faster through SciPy here
+    if G.device.type == 'cpu' and G.shape[0] == 1 and G.shape[-1] >= 256:    # LAPACK's syevr through SciPy: no n^2 workspace
         import scipy.linalg as sl
         with _blas_threads():
-            lam, A = sl.eigh(G[0].numpy(), lower=lower, driver='evd', overwrite_a=True, check_finite=False)
-        lam, A = torch.from_numpy(lam)[None], torch.from_numpy(A)[None]
-    else: lam, A = torch.linalg.eigh(G, UPLO='L' if lower else 'U')
+            lam, A = sl.eigh(G[0].numpy(), lower=lower, driver='evr', overwrite_a=True, check_finite=False)
+        n = A.shape[1]
+        for j in range(n // 2): A[:, [j, n - 1 - j]] = A[:, [n - 1 - j, j]]     # descending, in place: no second n x n copy
+        return torch.from_numpy(lam[::-1].copy())[None], torch.from_numpy(A)[None]
+    lam, A = torch.linalg.eigh(G, UPLO='L' if lower else 'U')
     return lam.flip(-1), A.flip(-1)
 
 # %% ../nbs/01_matrization.ipynb #605114d2
@@ -687,7 +689,7 @@ def _assemble(res:dict, W:Tensor, module:nn.Module, key, name:str, method:str)->
     g, dg, rg = U.shape
     out = torch.float64 if W.dtype == torch.float64 else torch.float32
     sign = _orient(U)
-    U = U*sign[:, None, :]
+    U.mul_(sign[:, None, :])                                             # in place: U is this computation's own
     err = err + torch.finfo(out).eps*S.to(torch.float64)                   # rounding to the output precision
     order = torch.sort(S.reshape(-1), descending=True, stable=True).indices
     pos = torch.empty_like(order)
@@ -699,7 +701,9 @@ def _assemble(res:dict, W:Tensor, module:nn.Module, key, name:str, method:str)->
         Ufull[idx, :, idx] = U
         Ufull = Ufull.reshape(g*dg, g*rg)
     if Vh is not None: Vh = (Vh*sign[..., None]).reshape(g*rg, -1)[order].to(out)
-    svd = LayerSVD(Ufull[:, order].to(out), S.reshape(-1)[order].to(out), Vh,
+    Ufull = Ufull.to(out)                                                # cast, then reorder only if needed: no extra float64 copy
+    if not torch.equal(order, torch.arange(len(order), device=order.device)): Ufull = Ufull[:, order]
+    svd = LayerSVD(Ufull, S.reshape(-1)[order].to(out), Vh,
                    torch.arange(g, device=U.device).repeat_interleave(rg)[order], g,
                    W.shape[1]*g if W.dim() > 2 else W.shape[1], tuple(W.shape[2:]), err.reshape(-1)[order].to(out), method)
     svd._S64 = S.reshape(-1)[order].to(torch.float64) if method == 'gram' or out == torch.float64 else None
