@@ -94,6 +94,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'convsvd.core.normalization': ('core.html#normalization', 'convsvd/core.py'),
                               'convsvd.core.on_device': ('core.html#on_device', 'convsvd/core.py'),
                               'convsvd.core.read_weight': ('core.html#read_weight', 'convsvd/core.py'),
+                              'convsvd.core.row_positions': ('core.html#row_positions', 'convsvd/core.py'),
                               'convsvd.core.run_model': ('core.html#run_model', 'convsvd/core.py'),
                               'convsvd.core.split_batch': ('core.html#split_batch', 'convsvd/core.py'),
                               'convsvd.core.state_key': ('core.html#state_key', 'convsvd/core.py'),

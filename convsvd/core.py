@@ -15,12 +15,12 @@ import torch
 from torch import nn, Tensor
 
 # %% auto #0
-__all__ = ['LINEAR_TYPES', 'IMAGE_KEYS', 'LABEL_KEYS', 'cache', 'close_matches', 'vector_name', 'vector_index', 'check_model',
-           'check_linear', 'linear_layers', 'find_layer', 'model_device', 'model_dtype', 'check_device', 'module_copy',
-           'meta_copy', 'on_device', 'to_model', 'model_lock', 'frozen', 'InOut', 'Activations', 'capture',
-           'input_sizes', 'layer_repr', 'expected_input', 'diagnose_input', 'run_model', 'input_ndim', 'as_batch',
-           'split_batch', 'model_output', 'Batches', 'batches', 'class_names', 'normalization', 'image_array',
-           'fingerprint', 'read_weight', 'weight_key', 'state_key', 'Cache']
+__all__ = ['LINEAR_TYPES', 'IMAGE_KEYS', 'LABEL_KEYS', 'cache', 'close_matches', 'vector_name', 'vector_index', 'row_positions',
+           'check_model', 'check_linear', 'linear_layers', 'find_layer', 'model_device', 'model_dtype', 'check_device',
+           'module_copy', 'meta_copy', 'on_device', 'to_model', 'model_lock', 'frozen', 'InOut', 'Activations',
+           'capture', 'input_sizes', 'layer_repr', 'expected_input', 'diagnose_input', 'run_model', 'input_ndim',
+           'as_batch', 'split_batch', 'model_output', 'Batches', 'batches', 'class_names', 'normalization',
+           'image_array', 'fingerprint', 'read_weight', 'weight_key', 'state_key', 'Cache']
 
 # %% ../nbs/00_core.ipynb #7fdb3dc3
 def close_matches(name,          # the unknown name
@@ -45,6 +45,19 @@ def vector_index(name)->int:
     s = str(name).strip().split(' ')[0]
     if len(s) > 1 and s[0] == 'v' and s[1:].isdigit(): return int(s[1:])
     raise ValueError(f"{name!r} is not a singular-vector name: expected 'v<index>' such as 'v12' (or 'v12 (3)')")
+
+# %% ../nbs/00_core.ipynb #3514d0d2
+def row_positions(which, # integer positions (negative ones count from the end) or a boolean mask over the n rows
+                  n:int, # the number of rows
+                 )->np.ndarray: # the positions, int64, in 0..n-1
+    "The chosen rows as non-negative positions, checked against n rows."
+    w = np.asarray(which)
+    if w.dtype == bool:
+        if w.shape != (n,): raise ValueError(f"a boolean mask must have shape ({n},), got {w.shape}")
+        w = np.flatnonzero(w)
+    w = w.astype(np.int64).reshape(-1)
+    if w.size and (w.min() < -n or w.max() >= n): raise IndexError(f"positions must lie in [0, {n}), got range [{w.min()}, {w.max()}]")
+    return np.where(w < 0, w + n, w)
 
 # %% ../nbs/00_core.ipynb #5740470a
 def check_model(model, # the network given by the user

@@ -17,7 +17,7 @@ import torch
 from torch import nn, Tensor
 from fastcore.basics import patch
 
-from .core import (as_batch, capture, close_matches, frozen, image_array, linear_layers, normalization,
+from .core import (as_batch, capture, close_matches, frozen, image_array, linear_layers, normalization, row_positions,
                           on_device, run_model, to_model, vector_name)
 from .matrization import layer_svd
 from .signals import SignalSet, exemplary_images, signal_map
@@ -218,13 +218,7 @@ def subset(self:Profile,
            which, # integer positions or a boolean mask over the rows
           )->Profile:
     "The chosen rows (images or classes) as a Profile."
-    w = np.asarray(which)
-    if w.dtype == bool:
-        if w.shape != (len(self),): raise ValueError(f"a boolean mask must have shape ({len(self)},), got {w.shape}")
-        w = np.flatnonzero(w)
-    w = w.astype(np.int64).reshape(-1)
-    if w.size and (w.min() < -len(self) or w.max() >= len(self)):
-        raise IndexError(f"positions must lie in [0, {len(self)}), got range [{w.min()}, {w.max()}]")
+    w = row_positions(which, len(self))
     pick = lambda d: OrderedDict((k, v[w]) for k, v in d.items())
     return Profile(pick(self.counts), pick(self.weights), self.labels[w], self.classes, self.sizes[w], self.indices[w],
                    self.threshold, self.aggregation, self.kind)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .matrization import layer_svd, output_size, receptive_fields, LayerSVD, _layer_svd
-from .core import (as_batch, batches, capture, class_names, close_matches, find_layer, fingerprint, frozen,
+from .core import (as_batch, batches, capture, class_names, close_matches, find_layer, fingerprint, frozen, row_positions,
                           image_array, linear_layers, model_device, model_output, module_copy, normalization, on_device,
                           run_model, split_batch, state_key, to_model)
 
@@ -361,14 +361,7 @@ def subset(self:SignalSet,
            which,  # boolean mask of length n_images or integer positions
           )->SignalSet:
     "A SignalSet in memory with only the chosen images (same layers, classes and singular values)."
-    w = np.asarray(which)
-    if w.dtype == bool:
-        if w.shape != (len(self),): raise ValueError(f"a boolean mask must have shape ({len(self)},), got {w.shape}")
-        w = np.flatnonzero(w)
-    w = w.astype(np.int64).reshape(-1)
-    if w.size and (w.min() < -len(self) or w.max() >= len(self)):
-        raise IndexError(f"positions must lie in [0, {len(self)}), got range [{w.min()}, {w.max()}]")
-    w = np.where(w < 0, w + len(self), w)
+    w = row_positions(which, len(self))
     return SignalSet({k: self._take(k, w) for k in self.layers}, self.labels[w],
                      None if self.predictions is None else self.predictions[w], self.classes,
                      self.singular_values, self.indices[w])
